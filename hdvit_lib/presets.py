@@ -1,0 +1,108 @@
+"""Presets: one name, read by every chapter (``smoke`` | ``cpu`` | ``paper`` | ``auto``).
+
+- ``smoke``: CI and the default book build. Offline generated data, tiny models, seconds per chapter.
+- ``cpu``: a laptop, ~10-20 minutes per chapter on the offline data; sized so the paper's
+  qualitative claims can show.
+- ``paper``: CIFAR-100, the paper's models and recipe (Park & Kim 2022, Appendix A), a GPU.
+- ``auto``: ``paper`` when a CUDA GPU is present, else ``cpu``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "dataset": "synthetic",
+        "n_train": 2000,
+        "n_test": 500,
+        "tiny": True,
+        "epochs": 2,
+        "warmup_epochs": 1,
+        "batch_size": 64,
+        "lr": 1e-3,
+        "weight_decay": 0.05,
+        "label_smoothing": 0.1,
+        "augment": "crop_flip",
+        "clip_grad": 5.0,
+        "snapshot_every": 1,
+        "hessian_batches": 2,
+        "hessian_batch_size": 16,
+        "hessian_k": 2,
+        "landscape_points": 5,
+        "landscape_images": 256,
+        "analysis_images": 128,
+    },
+    "cpu": {
+        "dataset": "synthetic",
+        "n_train": 10000,
+        "n_test": 2000,
+        "tiny": True,
+        "epochs": 15,
+        "warmup_epochs": 1,
+        "batch_size": 64,
+        "lr": 1e-3,
+        "weight_decay": 0.05,
+        "label_smoothing": 0.1,
+        "augment": "crop_flip",
+        "clip_grad": 5.0,
+        "snapshot_every": 5,
+        "hessian_batches": 20,
+        "hessian_batch_size": 16,
+        "hessian_k": 5,
+        "landscape_points": 11,
+        "landscape_images": 1000,
+        "analysis_images": 512,
+    },
+    "paper": {
+        # Park & Kim (2022), Appendix A: AdamW, lr 1.25e-4 at batch 96, wd 0.05, 5 warm-up +
+        # 300 epochs, cosine, clip 5, RandAugment, mixup/cutmix, label smoothing 0.1.
+        "dataset": "cifar100",
+        "n_train": None,
+        "n_test": None,
+        "tiny": False,
+        "epochs": 300,
+        "warmup_epochs": 5,
+        "batch_size": 96,
+        "lr": 1.25e-4,
+        "weight_decay": 0.05,
+        "label_smoothing": 0.1,
+        "augment": "paper",
+        "clip_grad": 5.0,
+        "snapshot_every": 50,
+        "hessian_batches": 312,  # 10% of the CIFAR-100 training set at batch 16
+        "hessian_batch_size": 16,
+        "hessian_k": 5,
+        "landscape_points": 21,
+        "landscape_images": 10000,
+        "analysis_images": 1000,
+    },
+}
+
+NAMES = ("smoke", "cpu", "paper", "auto")
+
+
+def resolve(name: str) -> str:
+    """Map ``auto`` to ``paper`` (CUDA present) or ``cpu``; check the name."""
+    if name not in NAMES:
+        raise ValueError(f"preset={name!r} is unknown; choose one of {', '.join(NAMES)}")
+    if name == "auto":
+        return "paper" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def get_preset(name: str, **overrides: Any) -> dict[str, Any]:
+    """The settings of preset ``name`` (a copy), with ``overrides`` applied.
+
+    An override whose key the preset does not have raises, naming the valid keys.
+    """
+    cfg = copy.deepcopy(PRESETS[resolve(name)])
+    for k, v in overrides.items():
+        if k not in cfg:
+            raise ValueError(f"{k!r} is not a preset setting; valid: {', '.join(sorted(cfg))}")
+        cfg[k] = v
+    cfg["name"] = resolve(name)
+    return cfg
