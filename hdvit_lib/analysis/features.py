@@ -274,3 +274,17 @@ def _load(path: Path) -> Features:
         targets=s["targets"],
         key=s["key"],
     )
+
+
+def as_features(
+    features_or_model: Features | nn.Module,
+    loader_or_batches: Iterable | torch.Tensor | None = None,
+    n_images: int | None = None,
+    device: str | torch.device | None = None,
+) -> Features:
+    """Pass ``Features`` through; extract them (cached) from a model and its batches otherwise."""
+    if isinstance(features_or_model, Features):
+        return features_or_model
+    if loader_or_batches is None:
+        raise ValueError("give either Features, or a model together with loader_or_batches")
+    return extract_features(features_or_model, loader_or_batches, n_images=n_images, device=device)
