@@ -79,14 +79,15 @@ def feature_map_variance(
         variance=var,
         delta=delta,
         input_variance=v_in,
-        msa_reduce_fraction=_fraction(delta[kinds == "msa"] < 0, delta[kinds == "msa"]),
-        conv_mlp_increase_fraction=_fraction(
+        msa_reduce_fraction=fraction_where(delta[kinds == "msa"] < 0, delta[kinds == "msa"]),
+        conv_mlp_increase_fraction=fraction_where(
             delta[np.isin(kinds, ["conv", "mlp"])] > 0, delta[np.isin(kinds, ["conv", "mlp"])]
         ),
         n_images=f.n_images,
     )
 
 
-def _fraction(hits: np.ndarray, values: np.ndarray) -> float:
+def fraction_where(hits: np.ndarray, values: np.ndarray) -> float:
+    """The fraction of ``hits`` among the entries whose ``values`` are not NaN (NaN if none)."""
     ok = ~np.isnan(values)
     return float(hits[ok].mean()) if ok.any() else float("nan")
