@@ -288,3 +288,19 @@ def as_features(
     if loader_or_batches is None:
         raise ValueError("give either Features, or a model together with loader_or_batches")
     return extract_features(features_or_model, loader_or_batches, n_images=n_images, device=device)
+
+
+def labelled_batches(
+    loader_or_batches: Iterable | torch.Tensor, n_images: int | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``collect_batches`` for analyses that score predictions: every batch must carry labels."""
+    for x, y in collect_batches(loader_or_batches, n_images):
+        if y is None:
+            raise ValueError("this analysis scores predictions: batches must be (images, labels) tuples")
+        yield x, y
+
+
+def score(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, float]:
+    """(number of correct top-1 predictions, summed cross-entropy) of a batch."""
+    loss = nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+    return int((logits.argmax(-1) == y).sum()), float(loss)
