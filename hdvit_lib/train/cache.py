@@ -1,0 +1,196 @@
+"""The model cache: train once, load afterwards (``hdvit_lib.zoo.load_or_train``).
+
+An entry is keyed by the SHA-256 of the canonical JSON of the full run configuration (model
+name, model settings, tiny flag, the preset's training and data settings after overrides,
+dataset, data fraction, seed and :data:`CACHE_VERSION`): any change of a setting gives another
+entry, never someone else's weights. An entry directory holds ``config.json`` (what was hashed),
+the training checkpoints (``last.pt``, ``snap_<epoch>.pt``), and, once finished, ``model.pt``,
+``history.json`` and ``done.json`` (written last). A file lock serialises processes that ask
+for the same entry; an interrupted training resumes from ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from filelock import FileLock
+from torch import nn
+
+from hdvit_lib.presets import get_preset
+from hdvit_lib.train import distributed as dist_
+from hdvit_lib.train.checkpoint import atomic_save, atomic_write_bytes, load
+from hdvit_lib.train.history import History
+from hdvit_lib.train.loop import train
+
+#: Bump when a change in the library makes old cached weights wrong (model code, recipe).
+CACHE_VERSION = 1
+#: Preset keys that only steer analyses; they do not change the trained weights.
+ANALYSIS_PREFIXES = ("hessian_", "landscape_", "analysis_")
+
+
+def default_cache_dir() -> Path:
+    """``$HDVIT_CACHE`` if set, else ``~/.cache/hdvit``."""
+    return Path(os.environ.get("HDVIT_CACHE") or Path.home() / ".cache" / "hdvit")
+
+
+def run_config(
+    model_name: str,
+    preset: str = "smoke",
+    dataset: str | None = None,
+    data_fraction: float = 1.0,
+    seed: int = 0,
+    model_cfg: dict[str, Any] | None = None,
+    train_overrides: dict[str, Any] | None = None,
+    data_root: str | Path | None = None,
+) -> dict[str, Any]:
+    """The full configuration of a cached run (what :func:`cache_key` hashes)."""
+    cfg = get_preset(preset, **(train_overrides or {}))
+    if dataset is not None:
+        cfg["dataset"] = dataset
+    model_cfg = dict(model_cfg or {})
+    tiny = bool(model_cfg.pop("tiny", cfg["tiny"]))
+    settings = {k: v for k, v in cfg.items() if k != "name" and not k.startswith(ANALYSIS_PREFIXES)}
+    config = {
+        "cache_version": CACHE_VERSION,
+        "model": model_name,
+        "model_cfg": model_cfg,
+        "tiny": tiny,
+        "train": settings,
+        "dataset": cfg["dataset"],
+        "data_fraction": float(data_fraction),
+        "seed": int(seed),
+    }
+    if cfg["dataset"] == "imagefolder":  # the folder is the data; for named sets the root is only a location
+        config["data_root"] = str(Path(data_root).resolve()) if data_root is not None else None
+    return json.loads(json.dumps(config))  # tuples -> lists, so a config equals its JSON round-trip
+
+
+def cache_key(config: dict[str, Any]) -> str:
+    """SHA-256 (hex) of the canonical JSON (sorted keys, no spaces) of ``config``."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class Trained:
+    """A trained (or loaded) model in eval mode, its history and configuration, and its snapshots."""
+
+    model: nn.Module
+    history: History
+    config: dict[str, Any]
+    dir: Path
+
+    def snapshots(self) -> list[int]:
+        """Epochs with saved weights (0 = initialisation)."""
+        return sorted(int(p.stem.removeprefix("snap_")) for p in self.dir.glob("snap_*.pt"))
+
+    def snapshot(self, epoch_or_tag: int | str) -> dict[str, torch.Tensor]:
+        """The state_dict at an epoch, or at a tag: ``init`` (0), ``warmup`` (end of warm-up), ``final``."""
+        available = self.snapshots()
+        tags = {"init": 0, "warmup": int(self.config["train"]["warmup_epochs"]), "final": max(available, default=-1)}
+        if isinstance(epoch_or_tag, str):
+            if epoch_or_tag not in tags:
+                raise ValueError(f"snapshot tag {epoch_or_tag!r} is unknown; choose one of {', '.join(tags)} or an epoch")
+            epoch = tags[epoch_or_tag]
+        else:
+            epoch = int(epoch_or_tag)
+        if epoch not in available:
+            raise ValueError(f"no snapshot at epoch {epoch}; available: {available}")
+        return load(self.dir / f"snap_{epoch}.pt")["model"]
+
+
+def _get_model(name: str, num_classes: int, tiny: bool, **cfg: Any) -> nn.Module:
+    from hdvit_lib.models import get_model
+
+    return get_model(name, num_classes, tiny=tiny, **cfg)
+
+
+def _get_loaders(cfg: dict[str, Any], root, download: bool, seed: int, data_fraction: float):
+    from hdvit_lib.data import get_loaders
+
+    return get_loaders(cfg, root=root, download=download, seed=seed, data_fraction=data_fraction)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
+
+
+@contextlib.contextmanager
+def _entry_lock(entry: Path):
+    # Only rank 0 takes the lock: the other ranks follow it through collectives.
+    if dist_.is_main():
+        with FileLock(str(entry / ".lock")):
+            yield
+    else:
+        yield
+
+
+def load_or_train(
+    model_name: str,
+    preset: str = "smoke",
+    dataset: str | None = None,
+    data_fraction: float = 1.0,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    model_cfg: dict[str, Any] | None = None,
+    train_overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+    *,
+    data_root: str | Path | None = None,
+    download: bool = False,
+    device: torch.device | str | None = None,
+    compile: bool = False,
+) -> Trained:
+    """The model ``model_name`` trained with ``preset`` (+ ``train_overrides``) on ``dataset``:
+    loaded from the cache when this exact configuration was trained before, else trained (or
+    resumed) and cached. ``dataset`` defaults to the preset's; ``cache_dir`` to
+    :func:`default_cache_dir`. The returned model is in eval mode on ``device`` (CUDA if present).
+    """
+    config = run_config(model_name, preset, dataset, data_fraction, seed, model_cfg, train_overrides, data_root)
+    key = cache_key(config)
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    entry = root / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', model_name)}-{config['dataset']}-{key[:16]}"
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    entry.mkdir(parents=True, exist_ok=True)
+    if not (entry / "done.json").exists():
+        with _entry_lock(entry):
+            if dist_.broadcast_object(not (entry / "done.json").exists()):
+                _train_entry(entry, config, key, data_root, download, device, compile, progress)
+            dist_.barrier()
+    return _load_entry(entry, config, device)
+
+
+def _train_entry(entry, config, key, data_root, download, device, compile, progress) -> None:
+    if dist_.is_main():
+        _write_json(entry / "config.json", config)
+    cfg = dict(config["train"])
+    torch.manual_seed(config["seed"])
+    loaders = _get_loaders(cfg, data_root, download, config["seed"], config["data_fraction"])
+    model = _get_model(config["model"], loaders.num_classes, config["tiny"], **config["model_cfg"])
+    history = train(model, loaders, cfg, ckpt_dir=entry, device=device, seed=config["seed"],
+                    compile=compile, progress=progress)
+    if dist_.is_main():
+        atomic_save({"model": model.state_dict()}, entry / "model.pt")
+        history.save(entry / "history.json")
+        _write_json(entry / "done.json", {"key": key, "num_classes": int(loaders.num_classes),
+                                          "test_acc": history.final("test_acc"), "epochs": history.epochs_done})
+
+
+def _load_entry(entry: Path, config: dict[str, Any], device: torch.device) -> Trained:
+    stored = json.loads((entry / "config.json").read_text())
+    if stored != config:
+        raise RuntimeError(f"cache entry {entry} holds another configuration; delete it and retry")
+    done = json.loads((entry / "done.json").read_text())
+    model = _get_model(config["model"], done["num_classes"], config["tiny"], **config["model_cfg"])
+    model.load_state_dict(load(entry / "model.pt")["model"])
+    model.to(device).eval()
+    return Trained(model, History.load(entry / "history.json"), config | {"key": done["key"],
+                   "num_classes": done["num_classes"]}, entry)
