@@ -164,3 +164,41 @@ def test_trace_json_round_trip_and_errors(tmp_path):
         build_up(concave, restart="first")
     with pytest.raises(ValueError, match="capacity"):
         build_up(concave, capacity=(9, 0, 0, 0))
+
+
+def test_evaluate_placement_uses_the_zoo(monkeypatch):
+    import sys
+    import types
+
+    from hdvit_lib.analysis.buildup import evaluate_placement
+    from hdvit_lib.train.history import History
+
+    seen = {}
+
+    def load_or_train(model, preset, model_cfg, seed, **kw):
+        seen.update(model=model, preset=preset, cfg=model_cfg, seed=seed, kw=kw)
+        run = types.SimpleNamespace(history=History(epoch=[1, 2], test_acc=[0.2, 0.61]))
+        return run
+
+    monkeypatch.setitem(sys.modules, "hdvit_lib.zoo",
+                        types.SimpleNamespace(load_or_train=load_or_train))
+    assert evaluate_placement((0, 1, 1, 2), "cpu", seed=3, epochs=1) == pytest.approx(0.61)
+    assert seen == {"model": "alternet50", "preset": "cpu", "cfg": {"msa_per_stage": TARGET},
+                    "seed": 3, "kw": {"epochs": 1}}
+    with pytest.raises(ValueError, match="val_acc"):
+        evaluate_placement((0, 0, 0, 1), metric="val_acc")
+
+
+def test_plot_buildup_shows_the_trace_and_the_papers_values():
+    from hdvit_lib.plots.alternet import plot_buildup
+
+    tr = build_up(concave)
+    fig = plot_buildup(tr)
+    acc, rej, paper = fig.data
+    assert list(acc.x) == [0, 1, 2, 3, 4]
+    assert list(acc.y) == pytest.approx([concave(p) for p in
+                                         [(0, 0, 0, 0), (0, 0, 0, 1), (0, 0, 0, 2), (0, 0, 1, 2), TARGET]])
+    assert len(rej.x) == 4 and list(rej.x) == [4, 5, 5, 5]
+    assert list(paper.y) == [82.48, 83.45, 83.66, 83.77, 84.02]
+    assert "Fig. 12a" in paper.name
+    assert len(plot_buildup(tr, reference=None).data) == 2

@@ -284,3 +284,13 @@ def test_robustness_generated_closed_form():
     assert res.mean_accuracy == pytest.approx(0.85)
     with pytest.raises(ValueError, match="gaussian_noise"):
         corruption_robustness(Threshold(), x, y, names=("snow",))
+
+
+def test_plot_accuracy_vs_robustness():
+    from hdvit_lib.plots.alternet import plot_accuracy_vs_robustness
+
+    fig = plot_accuracy_vs_robustness({"ResNet-50": (0.82, 0.51), "AlterNet-50": (0.84, 0.55)})
+    (sc,) = fig.data
+    assert list(sc.x) == [0.82, 0.84] and list(sc.y) == [0.51, 0.55]
+    assert list(sc.text) == ["ResNet-50", "AlterNet-50"]
+    assert sc.marker.color[0] != sc.marker.color[1]
