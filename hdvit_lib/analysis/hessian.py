@@ -1,0 +1,490 @@
+"""Hessian eigenvalues of the training loss (Park & Kim 2022, Sec. 2.2, Fig. 1c and Fig. 4).
+
+The paper measures, for each of many mini-batches (batch 16, 10% of the training set), the top-5
+eigenvalues of the Hessian ``H = d^2 L / dw^2`` of the training loss with L2 regularisation,
+``L(w) = criterion(f(x; w), y) + weight_decay / 2 * ||w||^2``, by deflated power iteration
+(PyHessian, Yao et al. 2020), and plots their density: ViTs have many small and *negative*
+eigenvalues (a non-convex landscape), ResNets large positive ones.
+
+Hessian-vector products ``Hv`` use ``torch.func`` (forward-over-reverse: ``jvp`` of ``grad``),
+vmapped over several stacked mini-batches when the model allows it, or double backward
+(``autograd.grad`` of ``g . v`` on a retained gradient graph), which is the fallback on a GPU and
+the first choice on a CPU, where it measured faster (see :class:`HVPOperator`). Eigenvalues come from
+deflated power iteration (the paper's method) or from our Lanczos with full re-orthogonalisation,
+run in torch on the model's device (no host round-trip per HVP), usually 2-5x fewer HVPs.
+
+Computation mode (:func:`analysis_mode`): every module in eval mode (BatchNorm uses its running
+statistics, dropout and DropPath are off), timm's fused attention off and scaled-dot-product
+attention forced to its math kernel (the fused kernels have no double backward/forward AD); the
+modes are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import grad, jvp, vmap
+from tqdm.auto import tqdm
+
+from hdvit_lib.analysis.result import Result
+
+METHODS = ("power", "lanczos")
+BACKENDS = ("auto", "vmap", "func", "double_backward")
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@contextlib.contextmanager
+def analysis_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in the mode used for curvature and landscape analyses; restore it afterwards.
+
+    Every module is set to eval mode (BatchNorm uses running statistics; dropout and DropPath are
+    off), modules with a boolean ``fused_attn`` attribute (timm attention) get ``False``, and
+    ``F.scaled_dot_product_attention`` is forced to its math kernel, which supports double backward,
+    forward-mode AD and vmap.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    fused = [(m, m.fused_attn) for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
+    try:
+        model.eval()
+        for m, _ in fused:
+            m.fused_attn = False
+        with _math_sdpa():
+            yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        for m, f in fused:
+            m.fused_attn = f
+
+
+def _math_sdpa() -> contextlib.AbstractContextManager:
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # torch < 2.3
+        return contextlib.nullcontext()
+    return sdpa_kernel([SDPBackend.MATH])
+
+
+class FlatParams:
+    """The trainable parameters of a model as one flat vector, and the way back to a name->tensor dict."""
+
+    def __init__(self, model: nn.Module) -> None:
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if not named:
+            raise ValueError("the model has no trainable parameters (requires_grad=True)")
+        self.names = [n for n, _ in named]
+        self.shapes = [p.shape for _, p in named]
+        self.sizes = [p.numel() for _, p in named]
+        self.w = torch.cat([p.detach().reshape(-1) for _, p in named])
+
+    def unflatten(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {n: t.view(s) for n, t, s in zip(self.names, w.split(self.sizes), self.shapes)}
+
+
+@contextlib.contextmanager
+def _swapped(model: nn.Module, params: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Temporarily replace parameters by ``params`` (name -> tensor), walking ``_modules`` directly.
+
+    Like ``torch.func.functional_call``, but it does not resolve submodules with ``getattr``: the zoo's
+    models define a ``blocks()`` method that shadows timm's ``blocks`` submodule, which breaks
+    ``functional_call``.
+    """
+    saved = []
+    try:
+        for name, t in params.items():
+            *path, leaf = name.split(".")
+            mod = model
+            for p in path:
+                mod = mod._modules[p]
+            saved.append((mod, leaf, mod._parameters[leaf]))
+            mod._parameters[leaf] = t
+        yield
+    finally:
+        for mod, leaf, orig in reversed(saved):
+            mod._parameters[leaf] = orig
+
+
+def functional_forward(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``model(x)`` with its parameters replaced by ``params``; composes with torch.func transforms."""
+    with _swapped(model, params):
+        return model(x)
+
+
+def _default_criterion(criterion: Callable | None) -> Callable:
+    return nn.CrossEntropyLoss() if criterion is None else criterion
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+class HVPOperator:
+    """``V -> [H_1 v_1, ..., H_m v_m]``: Hessian-vector products of ``m`` mini-batch losses at once.
+
+    backend: ``"vmap"`` (jvp-of-grad, vmapped over the stacked mini-batches), ``"func"``
+    (jvp-of-grad, one mini-batch at a time), ``"double_backward"`` (``autograd.grad`` twice on a
+    retained gradient graph, one mini-batch at a time), or ``"auto"``: the first that works on the
+    first call, trying vmap -> func -> double_backward on a GPU and double_backward first on a CPU
+    (where it measured 1.3-1.5x faster per HVP than jvp-of-grad, and vmap did not pay). vmap fails
+    e.g. on data-dependent control flow, forward AD on ops without a forward derivative.
+    Use inside :func:`analysis_mode`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        batches: Sequence[Batch],
+        criterion: Callable | None = None,
+        weight_decay: float = 0.0,
+        backend: str = "auto",
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
+        self.model = model
+        self.flat = FlatParams(model)
+        dev = self.flat.w.device
+        self.batches = [(x.to(dev), y.to(dev)) for x, y in batches]
+        self.criterion = _default_criterion(criterion)
+        self.weight_decay = float(weight_decay)
+        same = len({(tuple(x.shape), tuple(y.shape)) for x, y in self.batches}) == 1
+        if backend == "auto":
+            stacked = ["vmap"] if same and len(self.batches) > 1 else []
+            if dev.type == "cpu":  # measured on 2 CPU cores: double backward 1.3-1.5x faster per HVP
+                self._candidates = ["double_backward", *stacked, "func"]
+            else:  # on a GPU, stacking mini-batches pays (DESIGN.md: 0.3x per image for ViT-Ti)
+                self._candidates = [*stacked, "func", "double_backward"]
+        else:
+            if backend == "vmap" and not same:
+                raise ValueError("backend='vmap' needs mini-batches of equal shape")
+            self._candidates = [backend]
+        self.backend: str | None = None if backend == "auto" else backend
+        self.n_calls = 0
+        self._graphs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def dim(self) -> int:
+        return self.flat.w.numel()
+
+    def loss(self, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The loss at flat weights ``w``: ``criterion(f(x; w), y) + weight_decay / 2 * ||w||^2``."""
+        out = functional_forward(self.model, self.flat.unflatten(w), x)
+        loss = self.criterion(out, y)
+        if self.weight_decay:
+            loss = loss + 0.5 * self.weight_decay * (w * w).sum()
+        return loss
+
+    def _hvp_func(self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        g = grad(lambda w: self.loss(w, x, y))
+        return jvp(g, (self.flat.w,), (v,))[1]
+
+    def _run(self, backend: str, V: torch.Tensor, idx: list[int]) -> torch.Tensor:
+        if backend == "vmap":
+            X = torch.stack([self.batches[i][0] for i in idx])
+            Y = torch.stack([self.batches[i][1] for i in idx])
+            return vmap(self._hvp_func)(X, Y, V)
+        if backend == "func":
+            return torch.stack([self._hvp_func(*self.batches[i], v) for i, v in zip(idx, V)])
+        out = []
+        for i, v in zip(idx, V):
+            if i not in self._graphs:
+                w = self.flat.w.clone().requires_grad_(True)
+                with torch.enable_grad():
+                    (g,) = torch.autograd.grad(self.loss(w, *self.batches[i]), w, create_graph=True)
+                self._graphs[i] = (w, g)
+            w, g = self._graphs[i]
+            (hv,) = torch.autograd.grad(g, w, grad_outputs=v, retain_graph=True)
+            out.append(hv)
+        return torch.stack(out)
+
+    def __call__(self, V: torch.Tensor, idx: Sequence[int] | None = None) -> torch.Tensor:
+        """``V``: (len(idx), dim) vectors, one per mini-batch ``idx`` (default: all)."""
+        idx = list(range(len(self.batches))) if idx is None else list(idx)
+        self.n_calls += 1
+        if self.backend is not None:
+            return self._run(self.backend, V, idx).detach()
+        errors = []
+        for b in self._candidates:
+            try:
+                out = self._run(b, V, idx).detach()
+            except (RuntimeError, NotImplementedError, TypeError, ValueError) as e:
+                errors.append(f"{b}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+                continue
+            if errors:
+                warnings.warn("Hessian-vector products fell back to backend " + b + " (" + "; ".join(errors) + ")")
+            self.backend = b
+            return out
+        raise RuntimeError("no HVP backend worked: " + "; ".join(errors))
+
+
+def hvp(
+    model: nn.Module,
+    batch: Batch,
+    v: torch.Tensor,
+    criterion: Callable | None = None,
+    weight_decay: float = 0.0,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Hessian-vector product ``H v`` of the mini-batch training loss w.r.t. all trainable parameters.
+
+    ``L(w) = criterion(model(x; w), y) + weight_decay / 2 * ||w||^2`` (Park & Kim 2022, Sec. 2.2 use the
+    training loss with L2); ``v`` and the result are flat vectors in the order of
+    ``model.named_parameters()`` (trainable ones). Computed in :func:`analysis_mode` (BatchNorm in
+    eval mode, dropout/DropPath off; restored afterwards). backend: see :class:`HVPOperator`.
+    """
+    with analysis_mode(model):
+        op = HVPOperator(model, [batch], criterion, weight_decay, backend)
+        return op(v.reshape(1, -1).to(op.flat.w))[0]
+
+
+# ----------------------------------------------------------------------------- eigen-solvers
+def _top_by_magnitude(theta: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.argsort(theta.abs(), descending=True)[:k]
+
+
+def _lanczos(op: HVPOperator, idx: list[int], k: int, tol: float, max_iter: int, gen: torch.Generator) -> dict:
+    """Lanczos with full re-orthogonalisation on ``len(idx)`` independent Hessians in lockstep.
+
+    A Ritz value ``theta_i`` (of the tridiagonal ``T_j``) is converged when its residual bound
+    ``|beta_j s_{j,i}| <= tol * |theta_i|``; each Hessian stops once its ``k`` Ritz values of largest
+    magnitude have converged (or the Krylov space is exhausted). Only unconverged Hessians get HVPs.
+    """
+    m, n, w0 = len(idx), op.dim, op.flat.w
+    k = min(k, n)
+    max_iter = min(max_iter, n)
+    q = torch.randn(m, n, generator=gen, dtype=w0.dtype).to(w0.device)
+    Q = [q / q.norm(dim=1, keepdim=True)]
+    alphas: list[torch.Tensor] = []
+    betas: list[torch.Tensor] = []
+    vals = np.full((m, k), np.nan)
+    n_hvp = np.zeros(m, dtype=np.int64)
+    converged = np.zeros(m, dtype=bool)
+    active = torch.ones(m, dtype=torch.bool)
+    for j in range(max_iter):
+        act = active.nonzero().flatten().tolist()
+        qa = Q[-1][act]
+        W = torch.zeros_like(Q[-1])
+        W[act] = op(qa, [idx[i] for i in act])
+        n_hvp[act] += 1
+        alpha = (W * Q[-1]).sum(1)
+        basis = torch.stack(Q, 1)  # (m, j+1, n)
+        for _ in range(2):  # full re-orthogonalisation, twice is enough
+            W = W - torch.einsum("mjn,mj->mn", basis, torch.einsum("mjn,mn->mj", basis, W))
+        beta = W.norm(dim=1)
+        alphas.append(alpha.double().cpu())
+        betas.append(beta.double().cpu())
+        T = torch.diag_embed(torch.stack(alphas, 1))
+        if j > 0:
+            off = torch.stack(betas[:-1], 1)
+            T = T + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+        theta, S = torch.linalg.eigh(T)
+        scale = theta.abs().amax(1).clamp_min(1e-30)
+        for i in act:
+            top = _top_by_magnitude(theta[i], k)
+            resid = betas[-1][i].abs() * S[i, -1, top].abs()
+            exhausted = betas[-1][i] <= 1e-6 * scale[i] or j + 1 == n
+            ok = len(top) == k and bool((resid <= tol * theta[i, top].abs()).all())
+            if ok or exhausted or j + 1 == max_iter:
+                vals[i] = theta[i, top].numpy()
+                converged[i] = ok or exhausted
+                active[i] = False
+        if not active.any():
+            break
+        safe = torch.where(beta > 0, beta, torch.ones_like(beta))
+        Q.append(W / safe[:, None])
+    return {"eigenvalues": vals, "n_hvp": n_hvp, "converged": converged}
+
+
+def _orthonormalise(v: torch.Tensor, E: list[torch.Tensor]) -> torch.Tensor:
+    for e in E:
+        v = v - (v * e).sum(1, keepdim=True) * e
+    return v / v.norm(dim=1, keepdim=True).clamp_min(1e-30)
+
+
+def _power(op: HVPOperator, idx: list[int], k: int, tol: float, max_iter: int, gen: torch.Generator) -> dict:
+    """Deflated power iteration (PyHessian): for each of ``k`` eigenpairs, iterate ``v <- Hv/|Hv|`` with
+    ``v`` kept orthogonal to the eigenvectors found so far, until the Rayleigh quotient changes by
+    less than ``tol`` (relative). Finds eigenvalues of largest magnitude, with their sign."""
+    m, n, w0 = len(idx), op.dim, op.flat.w
+    k = min(k, n)
+    vals = np.zeros((m, k))
+    n_hvp = np.zeros(m, dtype=np.int64)
+    converged = np.ones(m, dtype=bool)
+    E: list[torch.Tensor] = []
+    for c in range(k):
+        v = torch.randn(m, n, generator=gen, dtype=w0.dtype).to(w0.device)
+        v = _orthonormalise(v, E)
+        prev = torch.full((m,), float("nan"), dtype=torch.float64)
+        active = torch.ones(m, dtype=torch.bool)
+        for it in range(max_iter):
+            act = active.nonzero().flatten().tolist()
+            v[act] = _orthonormalise(v[act], [e[act] for e in E])
+            hv = op(v[act], [idx[i] for i in act])
+            n_hvp[act] += 1
+            eig = (hv * v[act]).sum(1).double().cpu()
+            v[act] = hv / hv.norm(dim=1, keepdim=True).clamp_min(1e-30)
+            for a, i in enumerate(act):
+                done = not torch.isnan(prev[i]) and abs(eig[a] - prev[i]) / (abs(prev[i]) + 1e-6) < tol
+                if done or it + 1 == max_iter:
+                    vals[i, c] = float(eig[a])
+                    converged[i] &= bool(done)
+                    active[i] = False
+                prev[i] = eig[a]
+            if not active.any():
+                break
+        E.append(_orthonormalise(v, E))
+    order = np.argsort(-np.abs(vals), axis=1, kind="stable")
+    return {"eigenvalues": np.take_along_axis(vals, order, 1), "n_hvp": n_hvp, "converged": converged}
+
+
+def _solve(op: HVPOperator, method: str, k: int, tol: float, max_iter: int, seed: int) -> dict:
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not one of {METHODS}")
+    gen = torch.Generator().manual_seed(seed)
+    idx = list(range(len(op.batches)))
+    solver = _power if method == "power" else _lanczos
+    return solver(op, idx, k, tol, max_iter, gen)
+
+
+def top_eigenvalues(
+    model: nn.Module,
+    batch: Batch,
+    k: int = 5,
+    method: str = "power",
+    criterion: Callable | None = None,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    backend: str = "auto",
+    return_info: bool = False,
+) -> np.ndarray | tuple[np.ndarray, dict[str, Any]]:
+    """The ``k`` Hessian eigenvalues of largest magnitude on one mini-batch (Park & Kim 2022, Fig. 4).
+
+    Loss: ``criterion(model(x), y) + weight_decay / 2 * ||w||^2`` (default criterion: cross-entropy),
+    in :func:`analysis_mode` (BatchNorm eval, dropout off; restored). Negative eigenvalues keep their
+    sign; the result is sorted by magnitude, largest first.
+
+    method: ``"power"``: deflated power iteration as in PyHessian (the paper's tool); ``tol`` is the
+    relative change of the Rayleigh quotient, ``max_iter`` per eigenvalue. ``"lanczos"``: Lanczos with
+    full re-orthogonalisation; ``tol`` bounds the Ritz residual ``|beta_j s_ji| / |theta_i|``,
+    ``max_iter`` is the Krylov dimension. (Lanczos from one start vector sees one copy of a repeated
+    eigenvalue.) With ``return_info=True`` also returns ``{"n_hvp", "converged", "backend"}``.
+    """
+    with analysis_mode(model):
+        op = HVPOperator(model, [batch], criterion, weight_decay, backend)
+        res = _solve(op, method, k, tol, max_iter, seed)
+    vals = res["eigenvalues"][0]
+    if return_info:
+        return vals, {"n_hvp": int(res["n_hvp"][0]), "converged": bool(res["converged"][0]), "backend": op.backend}
+    return vals
+
+
+# ----------------------------------------------------------------------------- spectrum
+@dataclasses.dataclass
+class HessianSpectrum(Result):
+    """Top-k Hessian eigenvalues per mini-batch (rows), with how they were computed."""
+
+    eigenvalues: np.ndarray  # (n_batches, k), sorted by magnitude per row
+    n_hvp: np.ndarray  # (n_batches,) HVPs spent on each mini-batch
+    converged: np.ndarray  # (n_batches,) bool
+    model: str = ""
+    method: str = "lanczos"
+    k: int = 5
+    batch_size: int = 0
+    n_batches: int = 0
+    weight_decay: float = 0.0
+    bn_mode: str = "eval"
+    seed: int = 0
+    tol: float = 1e-3
+    backend: str = ""
+    seconds: float = 0.0
+
+    def values(self) -> np.ndarray:
+        """All eigenvalues, flattened (what the paper's density plot shows)."""
+        return np.asarray(self.eigenvalues, dtype=float).ravel()
+
+
+def _take_batches(loader_or_batches: Iterable, n_batches: int) -> list[Batch]:
+    out = []
+    for b in loader_or_batches:
+        if len(out) == n_batches:
+            break
+        out.append((b[0], b[1]))
+    if len(out) < n_batches:
+        raise ValueError(f"n_batches={n_batches} but the loader gave only {len(out)} mini-batches")
+    return out
+
+
+def spectrum(
+    model: nn.Module,
+    loader_or_batches: Iterable,
+    n_batches: int,
+    k: int = 5,
+    method: str = "lanczos",
+    criterion: Callable | None = None,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    stack: int = 4,
+    backend: str = "auto",
+    name: str = "",
+    progress: bool = True,
+) -> HessianSpectrum:
+    """Top-``k`` Hessian eigenvalues on each of ``n_batches`` mini-batches (Park & Kim 2022, Fig. 1c, Fig. 4).
+
+    The paper: top-5 per mini-batch of 16, over 10% of the training set, loss with L2
+    (``weight_decay / 2 * ||w||^2``), by power iteration. ``stack`` mini-batches of equal shape are solved
+    together: their HVPs run in one vmapped call (a block iteration over independent Hessians), falling
+    back to a loop where vmap fails. BatchNorm in eval mode, dropout off (:func:`analysis_mode`).
+    Method/tol/max_iter: see :func:`top_eigenvalues`.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not one of {METHODS}")
+    if stack < 1:
+        raise ValueError(f"stack={stack} must be >= 1")
+    batches = _take_batches(loader_or_batches, n_batches)
+    vals, hvps, conv, used = [], [], [], set()
+    t0 = time.perf_counter()
+    with analysis_mode(model), tqdm(total=n_batches, desc="Hessian spectrum", disable=not progress) as bar:
+        i = 0
+        while i < n_batches:
+            group = [batches[i]]
+            while len(group) < stack and i + len(group) < n_batches and _same_shape(batches[i + len(group)], group[0]):
+                group.append(batches[i + len(group)])
+            op = HVPOperator(model, group, criterion, weight_decay, backend)
+            res = _solve(op, method, k, tol, max_iter, seed + i)
+            vals.append(res["eigenvalues"])
+            hvps.append(res["n_hvp"])
+            conv.append(res["converged"])
+            used.add(op.backend)
+            i += len(group)
+            bar.update(len(group))
+    return HessianSpectrum(
+        eigenvalues=np.concatenate(vals),
+        n_hvp=np.concatenate(hvps),
+        converged=np.concatenate(conv),
+        model=name,
+        method=method,
+        k=k,
+        batch_size=int(batches[0][0].shape[0]),
+        n_batches=n_batches,
+        weight_decay=float(weight_decay),
+        bn_mode="eval",
+        seed=seed,
+        tol=tol,
+        backend=",".join(sorted(b for b in used if b)),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _same_shape(a: Batch, b: Batch) -> bool:
+    return a[0].shape == b[0].shape and a[1].shape == b[1].shape

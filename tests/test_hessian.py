@@ -1,0 +1,189 @@
+"""Hessian eigenvalues against dense Hessians (float64, torch.autograd.functional.hessian) and closed forms."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from hdvit_lib.analysis.hessian import HessianSpectrum, hvp, spectrum, top_eigenvalues
+
+torch.set_num_threads(1)
+
+
+class TinyAttention(nn.Module):
+    """111 parameters; nn.MultiheadAttention with need_weights=False takes the SDPA path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Linear(3, 4)
+        self.mha = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.emb(x)
+        a, _ = self.mha(h, h, h, need_weights=False)
+        return self.head((h + a).mean(1))
+
+
+class TinyConv(nn.Module):
+    """99 parameters, with BatchNorm and dropout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop(torch.relu(self.bn(self.conv(x))).mean((2, 3))))
+
+
+def tiny_mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))  # 51 parameters
+
+
+def make(name: str, seed: int = 0) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    torch.manual_seed(seed)
+    if name == "mlp":
+        return tiny_mlp(), (torch.randn(8, 4), torch.randint(0, 3, (8,)))
+    if name == "conv":
+        m = TinyConv()
+        with torch.no_grad():  # non-trivial running statistics
+            m.bn.running_mean.uniform_(-0.5, 0.5)
+            m.bn.running_var.uniform_(0.5, 2.0)
+        return m, (torch.randn(6, 2, 6, 6), torch.randint(0, 3, (6,)))
+    return TinyAttention(), (torch.randn(5, 4, 3), torch.randint(0, 3, (5,)))
+
+
+def dense_hessian(model: nn.Module, batch, weight_decay: float = 0.0) -> np.ndarray:
+    """Reference: float64 copy in eval mode, standard functional_call, dense Hessian."""
+    m = copy.deepcopy(model).double().eval()
+    names = [n for n, _ in m.named_parameters()]
+    shapes = [p.shape for _, p in m.named_parameters()]
+    w = torch.cat([p.detach().reshape(-1) for p in m.parameters()])
+    x, y = batch[0].double(), batch[1]
+
+    def loss(w: torch.Tensor) -> torch.Tensor:
+        d, i = {}, 0
+        for n, s in zip(names, shapes):
+            d[n] = w[i : i + s.numel()].view(s)
+            i += s.numel()
+        return nn.functional.cross_entropy(functional_call(m, d, (x,)), y) + 0.5 * weight_decay * (w * w).sum()
+
+    with sdpa_kernel([SDPBackend.MATH]):  # the fused CPU kernel has no double backward
+        return torch.autograd.functional.hessian(loss, w).numpy()
+
+
+def dense_eigenvalues(model: nn.Module, batch, weight_decay: float = 0.0) -> np.ndarray:
+    """Eigenvalues of the dense reference Hessian, sorted by magnitude."""
+    ev = np.linalg.eigvalsh(dense_hessian(model, batch, weight_decay))
+    return ev[np.argsort(-np.abs(ev))]
+
+
+def assert_close_rel(got: np.ndarray, want: np.ndarray, rel: float = 1e-3) -> None:
+    assert got.shape == want.shape
+    assert np.all(np.abs(got - want) <= rel * np.abs(want)), (got, want)
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv", "attention"])
+@pytest.mark.parametrize("method", ["lanczos", "power"])
+def test_top_eigenvalues_match_dense_hessian(name: str, method: str) -> None:
+    model, batch = make(name)
+    assert sum(p.numel() for p in model.parameters()) < 300
+    ref = dense_eigenvalues(model, batch, weight_decay=0.01)
+    k = 4 if method == "lanczos" else 3
+    tol = 1e-6 if method == "lanczos" else 1e-10
+    vals, info = top_eigenvalues(
+        model, batch, k=k, method=method, tol=tol, max_iter=2000, weight_decay=0.01, return_info=True
+    )
+    assert_close_rel(vals, ref[:k])
+    assert info["converged"] and info["n_hvp"] > k
+
+
+def test_negative_curvature_is_kept() -> None:
+    model, batch = make("mlp")
+    ref = dense_eigenvalues(model, batch)
+    assert (ref[:5] < 0).any()  # this net has negative curvature among its top-5 by magnitude
+    vals = top_eigenvalues(model, batch, k=5, method="lanczos", tol=1e-7, max_iter=200)
+    assert_close_rel(vals, ref[:5])
+    assert (vals < 0).sum() == (ref[:5] < 0).sum()
+
+
+class Quadratic(nn.Module):
+    """loss = 0.5 w^T A w, with A = Q diag(lam) Q^T of known spectrum."""
+
+    def __init__(self, lam: np.ndarray, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        q, _ = torch.linalg.qr(torch.randn(len(lam), len(lam), generator=g, dtype=torch.float64))
+        self.register_buffer("A", (q * torch.as_tensor(lam)) @ q.T)
+        self.w = nn.Parameter(torch.randn(len(lam), generator=g, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * self.w @ self.A @ self.w + 0 * x.sum()
+
+
+@pytest.mark.parametrize("method", ["lanczos", "power"])
+def test_quadratic_known_spectrum(method: str) -> None:
+    lam = np.array([-10.0, 6.0, -4.0, 3.0, 2.5, 1.0, 0.7, -0.5, 0.3, 0.1, 0.05, -0.01])
+    model = Quadratic(lam)
+    batch = (torch.zeros(1, dtype=torch.float64), torch.zeros(1))
+    crit = lambda out, y: out
+    tol = 1e-10 if method == "power" else 1e-8
+    vals = top_eigenvalues(model, batch, k=5, method=method, criterion=crit, tol=tol, max_iter=5000)
+    np.testing.assert_allclose(vals, [-10.0, 6.0, -4.0, 3.0, 2.5], rtol=1e-6)
+    # the L2 term adds weight_decay * I
+    vals = top_eigenvalues(model, batch, k=3, method=method, criterion=crit, tol=tol, max_iter=5000, weight_decay=0.2)
+    np.testing.assert_allclose(vals, [-9.8, 6.2, -3.8], rtol=1e-6)
+
+
+def test_hvp_matches_dense_and_backends_agree() -> None:
+    model, batch = make("attention")
+    n = sum(p.numel() for p in model.parameters())
+    v = torch.randn(n)
+    ref = torch.as_tensor(dense_hessian(model, batch) @ v.double().numpy(), dtype=torch.float32)
+    for backend in ("func", "double_backward"):
+        torch.testing.assert_close(hvp(model, batch, v, backend=backend), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_modes_restored_and_deterministic_with_dropout_and_bn() -> None:
+    model, batch = make("conv")
+    model.train()
+    stats = {k: v.clone() for k, v in model.state_dict().items()}
+    a = top_eigenvalues(model, batch, k=2, method="lanczos", tol=1e-6)
+    b = top_eigenvalues(model, batch, k=2, method="lanczos", tol=1e-6)
+    np.testing.assert_array_equal(a, b)  # dropout off
+    assert all(m.training for m in model.modules())
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, stats[k], rtol=0, atol=0)  # BN running stats untouched
+    assert_close_rel(a, dense_eigenvalues(model, batch)[:2])  # eval-mode BN (running statistics)
+
+
+def test_spectrum_stacked_matches_single_and_round_trips(tmp_path) -> None:
+    model, _ = make("mlp")
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g)) for _ in range(5)]
+    spec = spectrum(model, iter(batches), n_batches=5, k=3, tol=1e-7, max_iter=200, stack=3, backend="vmap",
+                    weight_decay=0.01, name="mlp", progress=False)
+    assert spec.eigenvalues.shape == (5, 3) and spec.converged.all()
+    for row, b in zip(spec.eigenvalues, batches):
+        assert_close_rel(row, dense_eigenvalues(model, b, weight_decay=0.01)[:3])
+    assert spec.backend == "vmap" and spec.batch_size == 8 and spec.model == "mlp"
+    power = spectrum(model, batches, n_batches=2, k=3, method="power", tol=1e-9, max_iter=3000, progress=False)
+    assert power.n_hvp.min() > spec.n_hvp.max()  # Lanczos needs fewer HVPs
+    spec.save(tmp_path / "s.json")
+    back = HessianSpectrum.load(tmp_path / "s.json")
+    np.testing.assert_array_equal(back.eigenvalues, spec.eigenvalues)
+    np.testing.assert_array_equal(back.converged, spec.converged)
+    assert back.to_dict() == spec.to_dict()
+    with pytest.raises(ValueError, match="power"):
+        spectrum(model, batches, n_batches=1, method="arnoldi")
+    with pytest.raises(ValueError, match="gave only 5"):
+        spectrum(model, batches, n_batches=6)
