@@ -1,0 +1,120 @@
+"""Helpers that every chapter notebook calls first (and nothing else).
+
+A chapter's parameters cell holds ``preset = "auto"``; papermill passes ``"smoke"`` when the book is
+built. ``setup(preset)`` then resolves the preset, picks a plotly renderer that survives the build
+(the ``plotly_mimetype`` output that plotly chooses inside a kernel is dropped by myst-nb, so the
+book build sets ``PLOTLY_RENDERER=notebook``, which inlines plotly.js and works offline), seeds the
+random generators and says what it chose, so that a reader sees at once what the run will cost.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from typing import Any
+
+import numpy as np
+import torch
+
+from hdvit_lib import __version__
+from hdvit_lib.presets import get_preset, resolve
+
+#: Environment variables that fix plotly's renderer: ours first (it may name ``hdvit_book``),
+#: then plotly's own (read by plotly at import, so it may only name plotly's renderers).
+RENDERER_ENVS = ("HDVIT_PLOTLY_RENDERER", "PLOTLY_RENDERER")
+BOOK_RENDERER = "hdvit_book"
+
+
+def _register_book_renderer() -> None:
+    """Add ``hdvit_book`` to plotly's renderers (idempotent)."""
+    import plotly.io as pio
+    from plotly.io.base_renderers import NotebookRenderer
+
+    if BOOK_RENDERER in pio.renderers:
+        return
+
+    class BookRenderer(NotebookRenderer):
+        """Plotly's offline notebook renderer (plotly.js inlined once per notebook), minus the
+        MathJax ``<script src>`` from a CDN that ``NotebookRenderer`` adds to every figure."""
+
+        def to_mimebundle(self, fig_dict: dict) -> dict:
+            html = pio.to_html(
+                fig_dict,
+                config=self.config,
+                auto_play=self.auto_play,
+                include_plotlyjs=False,
+                include_mathjax=False,
+                full_html=False,
+                animation_opts=self.animation_opts,
+                default_width="100%",
+                default_height=525,
+                validate=False,
+            )
+            return {"text/html": html}
+
+    pio.renderers[BOOK_RENDERER] = BookRenderer(connected=False)
+
+
+def in_colab() -> bool:
+    """True inside Google Colab."""
+    return "google.colab" in sys.modules
+
+
+def plotly_renderer(renderer: str | None = None) -> str:
+    """Set and return plotly's default renderer.
+
+    Order: the ``renderer`` argument, then ``$HDVIT_PLOTLY_RENDERER``, ``$PLOTLY_RENDERER``, then
+    ``"colab"`` inside Colab, else plotly's own choice (``plotly_mimetype`` in Jupyter, which renders
+    in JupyterLab and VS Code). ``hdvit_book`` is the renderer for the static site.
+    """
+    import plotly.io as pio
+
+    _register_book_renderer()
+    env = next((os.environ[k] for k in RENDERER_ENVS if os.environ.get(k)), None)
+    choice = renderer or env or ("colab" if in_colab() else None)
+    if choice:
+        valid = list(pio.renderers)
+        for part in choice.split("+"):
+            if part not in valid:
+                raise ValueError(f"plotly renderer {part!r} is unknown; choose one of {', '.join(valid)}")
+        pio.renderers.default = choice
+    return str(pio.renderers.default)
+
+
+def describe_preset(name: str) -> str:
+    """One line saying which preset ``name`` resolves to, and why (for ``auto``)."""
+    resolved = resolve(name)
+    if name == "auto":
+        why = "a CUDA GPU is present" if torch.cuda.is_available() else "no CUDA GPU was found"
+        return f"preset 'auto' -> '{resolved}' ({why}; pass preset='smoke'|'cpu'|'paper' to choose)"
+    return f"preset '{resolved}'"
+
+
+def setup(
+    preset: str = "auto",
+    *,
+    seed: int | None = 0,
+    renderer: str | None = None,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Prepare a chapter: resolve ``preset``, set the plotly renderer, seed, report the device.
+
+    Returns the preset's settings (``hdvit_lib.presets.get_preset``) with ``device`` added
+    (``"cuda"`` when a GPU is present, else ``"cpu"``).
+    """
+    cfg = get_preset(preset)
+    cfg["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    used_renderer = plotly_renderer(renderer)
+    if seed is not None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+    if verbose:
+        gpu = f" ({torch.cuda.get_device_name(0)})" if cfg["device"] == "cuda" else ""
+        print(describe_preset(preset))
+        print(
+            f"device: {cfg['device']}{gpu}; torch {torch.__version__}; hdvit_lib {__version__}; "
+            f"plotly renderer: {used_renderer}"
+        )
+    return cfg

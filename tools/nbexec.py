@@ -1,0 +1,90 @@
+"""Execute and check chapter notebooks (used by ``tools/build_book.py`` and ``tests/``).
+
+Run serially (papermill under xdist collided on kernel ports here), with ``preset`` injected as a
+papermill parameter and ``HDVIT_PLOTLY_RENDERER=hdvit_book`` so that plotly figures survive myst-nb
+(which drops plotly's default ``plotly_mimetype`` output) and need no CDN.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+KERNEL = "hdvit"  # registered by `make venv` (ipykernel install --sys-prefix --name hdvit)
+
+_DEF = re.compile(r"^\s*(async\s+def|def|class)\s+\w+", re.MULTILINE)
+
+
+def chapter_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
+    """The chapter notebooks, in reading order (file name order)."""
+    return sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
+
+
+def kernel_name() -> str:
+    """The venv's own kernel ``hdvit`` if registered, else ``python3`` (the running Python)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return KERNEL if KERNEL in KernelSpecManager().find_kernel_specs() else "python3"
+
+
+def lint_notebook(path: Path) -> list[str]:
+    """House rules for a committed chapter; returns the problems found (empty when clean).
+
+    A ``parameters``-tagged code cell assigning ``preset``; no outputs or execution counts;
+    no ``def``/``class`` (shared code belongs in ``hdvit_lib``); the first code cell installs
+    ``hdvit_lib`` on Colab only.
+    """
+    nb = nbformat.read(path, as_version=4)
+    problems: list[str] = []
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    params = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not params:
+        problems.append("no code cell tagged 'parameters'")
+    elif not any(re.search(r"^\s*preset\s*=", c.source, re.MULTILINE) for c in params):
+        problems.append("the 'parameters' cell does not assign `preset`")
+    for i, c in enumerate(nb.cells):
+        if c.cell_type != "code":
+            continue
+        if c.get("outputs") or c.get("execution_count") is not None:
+            problems.append(f"cell {i} has committed outputs (clear them)")
+        if _DEF.search(c.source):
+            problems.append(f"cell {i} defines a function or class (move it to hdvit_lib)")
+    if code and not ("google.colab" in code[0].source and "pip" in code[0].source):
+        problems.append("the first code cell is not the Colab install cell (see tools/chapter_template.ipynb)")
+    return problems
+
+
+def execute(
+    path: Path,
+    out: Path,
+    preset: str = "smoke",
+    timeout: int | None = 600,
+    cwd: Path | None = None,
+) -> float:
+    """Execute ``path`` with papermill into ``out`` (``preset`` injected); returns seconds taken.
+
+    Raises ``papermill.PapermillExecutionError`` naming the failing cell.
+    """
+    import papermill as pm
+
+    os.environ.setdefault("HDVIT_PLOTLY_RENDERER", "hdvit_book")
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    pm.execute_notebook(
+        str(path),
+        str(out),
+        parameters={"preset": preset},
+        kernel_name=kernel_name(),
+        cwd=str(cwd or path.parent),
+        execution_timeout=timeout,
+        progress_bar=False,
+        log_output=False,
+    )
+    return time.perf_counter() - t0
