@@ -366,7 +366,9 @@ def corruption_robustness(
         raise ValueError("give images and labels, or root= for the CIFAR-C files")
     if images is not None and n is not None:
         images, labels = images[:n], labels[:n]
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = torch.device(device)
     was_training = model.training
     model.eval()
     try:
