@@ -241,3 +241,31 @@ def test_load_or_train_hits_and_misses(tmp_path, monkeypatch):
     assert len(built) == 2 and other.dir != first.dir
     assert not torch.equal(other.model.state_dict()["0.weight"], first.model.state_dict()["0.weight"])
     assert other.history.train_loss != first.history.train_loss
+
+
+def test_cli_train_prints_cache_dir_and_accuracy(tmp_path, monkeypatch, capsys):
+    from hdvit_lib import cli
+
+    seen = {}
+
+    def fake_loaders(cfg, root, download, seed, data_fraction):
+        seen.update(cfg=cfg, seed=seed, fraction=data_fraction)
+        return loaders(batch=cfg["batch_size"], seed=seed)
+
+    monkeypatch.setattr(cache, "_get_loaders", fake_loaders)
+    monkeypatch.setattr(cache, "_get_model", lambda name, num_classes, tiny, **kw: mlp(classes=num_classes))
+    cli.main(["train", "--model", "mlp", "--dataset", "synthetic", "--preset", "smoke", "--fraction", "0.5",
+              "--seed", "3", "--epochs", "2", "--batch-size", "32", "--lr", "0.01", "--cache", str(tmp_path),
+              "--no-progress"])
+    out = capsys.readouterr().out
+    entry = next(tmp_path.glob("mlp-synthetic-*"))
+    assert f"cache: {entry}" in out
+    acc = History.load(entry / "history.json").final("test_acc")
+    assert f"final test accuracy: {acc:.4f} (epoch 2" in out
+    assert seen["cfg"]["epochs"] == 2 and seen["cfg"]["lr"] == 0.01 and seen["seed"] == 3 and seen["fraction"] == 0.5
+    cli.main(["cache", "--cache", str(tmp_path)])
+    assert "model=mlp dataset=synthetic epochs=2" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    helptext = capsys.readouterr().out
+    assert "train" in helptext and "cache" in helptext
