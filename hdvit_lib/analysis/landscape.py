@@ -1,0 +1,246 @@
+"""Loss landscapes along filter-normalised random directions (Park & Kim 2022, Sec. 2.2, Fig. 1b, Fig. 5).
+
+The paper visualises ``L(w* + a d1 + b d2)`` on a 2-D grid around the trained weights ``w*``,
+with ``d1, d2`` random Gaussian directions normalised filter by filter (Li et al. 2018, "Visualizing
+the Loss Landscape of Neural Nets"), and plots the NLL plus the L2 term of the training loss as the
+official code computes it: ``NLL + weight_decay * sum_k ||w_k||_2``, a sum of per-tensor L2 norms
+(not squared; the official code uses 0.05, the ViT weight decay).
+
+The grid is evaluated without copying the model: weights of several grid points are stacked and
+run in one ``torch.func.vmap`` over ``functional_forward`` (chunked to bound memory), with a loop
+over grid points as the fallback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import vmap
+from tqdm.auto import tqdm
+
+from hdvit_lib.analysis.hessian import FlatParams, analysis_mode, functional_forward
+from hdvit_lib.analysis.result import Result
+
+NORMS = ("filter", "official")
+BACKENDS = ("auto", "vmap", "loop")
+ZERO_KEYS = ("pos_embed", "cls_token", "dist_token")
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def random_direction(
+    model: nn.Module,
+    seed: int = 0,
+    norm: str = "filter",
+    zero_keys: Sequence[str] = ZERO_KEYS,
+) -> dict[str, torch.Tensor]:
+    """A random direction in weight space, normalised to the scale of the weights (Li et al. 2018).
+
+    For every trainable tensor ``w`` a Gaussian ``d`` of the same shape, rescaled
+    ``norm="filter"`` (Li et al.): per output filter ``i`` (index 0), ``d_i <- d_i / ||d_i|| * ||w_i||``;
+    ``norm="official"`` (the paper's code): ``d <- d / ||d||_dim0 * ||w||_dim0``, norms taken over
+    dim 0 (across filters, one per input position). Tensors with fewer than 2 dimensions (biases,
+    norm scales) and tensors whose name contains one of ``zero_keys`` (positional embeddings, class
+    tokens) get a zero direction. Buffers (BatchNorm statistics) are never moved.
+    Returns ``{parameter name: direction}``.
+    """
+    if norm not in NORMS:
+        raise ValueError(f"norm={norm!r} is not one of {NORMS}")
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, w in model.named_parameters():
+        if not w.requires_grad:
+            continue
+        w = w.detach()
+        d = torch.randn(w.shape, generator=gen, dtype=torch.float64).to(w.device)
+        if w.dim() < 2 or any(k in name for k in zero_keys):
+            out[name] = torch.zeros_like(w)
+            continue
+        if norm == "filter":
+            dims = tuple(range(1, w.dim()))
+            wn = torch.linalg.vector_norm(w.double(), dim=dims, keepdim=True)
+            dn = torch.linalg.vector_norm(d, dim=dims, keepdim=True)
+        else:
+            wn = w.double().norm(dim=0, keepdim=True)
+            dn = d.norm(dim=0, keepdim=True)
+        out[name] = (d / (dn + 1e-10) * wn).to(w.dtype)
+    return out
+
+
+@dataclasses.dataclass
+class Landscape(Result):
+    """Loss on a 2-D grid ``w* + a d1 + b d2``; arrays are indexed ``[i_b, i_a]`` (rows: b)."""
+
+    a: np.ndarray  # (n,) coordinates along d1
+    b: np.ndarray  # (n,) coordinates along d2
+    nll: np.ndarray  # (n, n) mean criterion (NLL) over the fixed images
+    loss: np.ndarray  # (n, n) nll + weight_decay * l2_norms (what the paper plots)
+    l2_norms: np.ndarray  # (n, n) sum of per-tensor L2 norms of the weights
+    accuracy: np.ndarray  # (n, n) top-1 accuracy
+    model: str = ""
+    n_points: int = 21
+    span: float = 1.0
+    seed: int = 0
+    weight_decay: float = 0.05
+    norm: str = "filter"
+    n_images: int = 0
+    backend: str = ""
+    seconds: float = 0.0
+
+
+def _grid_eval(
+    model: nn.Module,
+    flat: FlatParams,
+    W: torch.Tensor,
+    batches: Sequence[Batch],
+    criterion: Callable,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum over images of the criterion and of correct predictions, for each row of ``W`` (G, P)."""
+    nll = torch.zeros(W.shape[0], dtype=torch.float64)
+    correct = torch.zeros(W.shape[0], dtype=torch.float64)
+    for x, y in batches:
+        if backend == "vmap":
+            logits = vmap(lambda w, x=x: functional_forward(model, flat.unflatten(w), x))(W)
+        else:
+            logits = torch.stack([functional_forward(model, flat.unflatten(w), x) for w in W])
+        losses = torch.stack([criterion(lg, y) for lg in logits])  # mean over the batch
+        nll += losses.double().cpu() * len(y)
+        correct += (logits.argmax(-1) == y).sum(-1).double().cpu()
+    return nll, correct
+
+
+def loss_landscape(
+    model: nn.Module,
+    batches: Sequence[Batch],
+    n_points: int = 21,
+    span: float = 1.0,
+    seed: int = 0,
+    weight_decay: float = 0.05,
+    norm: str = "filter",
+    criterion: Callable | None = None,
+    chunk: int = 16,
+    backend: str = "auto",
+    zero_keys: Sequence[str] = ZERO_KEYS,
+    name: str = "",
+    progress: bool = True,
+) -> Landscape:
+    """The loss surface around the current weights (Park & Kim 2022, Fig. 1b; Li et al. 2018).
+
+    ``L(a, b) = NLL(w* + a d1 + b d2) + weight_decay * sum_k ||w_k + a d1_k + b d2_k||_2`` on the
+    grid ``a, b in linspace(-span, span, n_points)``, over the fixed ``batches`` (all images
+    averaged), with ``d1, d2 = random_direction(model, seed), random_direction(model, seed + 1)``.
+    The model runs in eval mode (:func:`~hdvit_lib.analysis.hessian.analysis_mode`; restored).
+
+    backend: ``"vmap"`` evaluates ``chunk`` grid points in one vmapped call over stacked weights;
+    ``"loop"`` one grid point at a time (still no copy of the model); ``"auto"`` tries vmap and
+    falls back to the loop (e.g. for data-dependent control flow).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
+    if n_points < 1 or chunk < 1:
+        raise ValueError(f"n_points={n_points} and chunk={chunk} must be >= 1")
+    criterion = nn.CrossEntropyLoss() if criterion is None else criterion
+    flat = FlatParams(model)
+    dev = flat.w.device
+    batches = [(x.to(dev), y.to(dev)) for x, y in batches]
+    dirs = [random_direction(model, s, norm, zero_keys) for s in (seed, seed + 1)]
+    D = torch.stack([torch.cat([d[n].reshape(-1) for n in flat.names]) for d in dirs])  # (2, P)
+    coords = np.linspace(-span, span, n_points)
+    B, A = np.meshgrid(coords, coords, indexing="ij")
+    ab = torch.as_tensor(np.stack([A.ravel(), B.ravel()], 1), dtype=flat.w.dtype, device=dev)
+    nll = torch.zeros(len(ab), dtype=torch.float64)
+    correct = torch.zeros(len(ab), dtype=torch.float64)
+    l2 = torch.zeros(len(ab), dtype=torch.float64)
+    used = "loop" if backend == "loop" else None
+    t0 = time.perf_counter()
+    with analysis_mode(model), torch.no_grad():
+        for s in tqdm(range(0, len(ab), chunk), desc="loss landscape", disable=not progress):
+            W = flat.w + ab[s : s + chunk] @ D  # (G, P)
+            l2[s : s + chunk] = torch.stack([t.norm(dim=1) for t in W.split(flat.sizes, 1)], 1).sum(1).double().cpu()
+            if used is None:
+                try:
+                    nll[s : s + chunk], correct[s : s + chunk] = _grid_eval(model, flat, W, batches, criterion, "vmap")
+                    used = "vmap"
+                    continue
+                except (RuntimeError, NotImplementedError, TypeError, ValueError) as e:
+                    if backend == "vmap":
+                        raise
+                    warnings.warn(f"loss_landscape: vmap failed ({type(e).__name__}: {e}); looping over points")
+                    used = "loop"
+            nll[s : s + chunk], correct[s : s + chunk] = _grid_eval(model, flat, W, batches, criterion, used)
+    n_images = sum(len(y) for _, y in batches)
+    shape = (n_points, n_points)
+    nll_g = (nll / n_images).numpy().reshape(shape)
+    l2_g = l2.numpy().reshape(shape)
+    return Landscape(
+        a=coords,
+        b=coords.copy(),
+        nll=nll_g,
+        loss=nll_g + weight_decay * l2_g,
+        l2_norms=l2_g,
+        accuracy=(correct / n_images).numpy().reshape(shape),
+        model=name,
+        n_points=n_points,
+        span=float(span),
+        seed=seed,
+        weight_decay=float(weight_decay),
+        norm=norm,
+        n_images=n_images,
+        backend=used or "",
+        seconds=time.perf_counter() - t0,
+    )
+
+
+@dataclasses.dataclass
+class Trajectory(Result):
+    """Polar coordinates of an optimisation path relative to its end point ``w*``."""
+
+    r: np.ndarray  # (T,) |w_t - w*| / |w_0 - w*|
+    theta: np.ndarray  # (T,) angle between w_t - w* and w_0 - w*, radians
+    keys: list[str] = dataclasses.field(default_factory=list)
+
+
+def trajectory(
+    snapshots: Sequence[Mapping[str, torch.Tensor]],
+    final: Mapping[str, torch.Tensor],
+    keys: Sequence[str] | None = None,
+) -> Trajectory:
+    """Optimisation trajectory in polar coordinates (Park & Kim 2022, first arXiv version, Fig. 1).
+
+    ``r_t = |w_t - w*| / |w_0 - w*|`` and ``theta_t = angle(w_t - w*, w_0 - w*)`` for the snapshots
+    ``w_0 = snapshots[0], ..., w_T`` of a run ending at ``w* = final`` (state dicts).
+    Caveat: the authors retracted this panel in a later version of the paper (the polar plot
+    of a high-dimensional path says little); it is kept for completeness, not as evidence.
+    keys: state-dict entries to use; default: every floating-point entry of ``final`` except
+    BatchNorm running statistics.
+    """
+    if not snapshots:
+        raise ValueError("trajectory needs at least one snapshot (the initial weights)")
+    if keys is None:
+        keys = [
+            k for k, v in final.items() if torch.is_floating_point(v) and not k.endswith(("running_mean", "running_var"))
+        ]
+
+    def vec(sd: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([sd[k].detach().double().cpu().reshape(-1) for k in keys])
+
+    w_star = vec(final)
+    u0 = vec(snapshots[0]) - w_star
+    n0 = u0.norm()
+    if n0 == 0:
+        raise ValueError("the first snapshot equals the final weights: r is undefined")
+    r, theta = [], []
+    for sd in snapshots:
+        u = vec(sd) - w_star
+        nu = u.norm()
+        r.append(float(nu / n0))
+        cos = float((u @ u0) / (nu * n0)) if nu > 0 else 1.0
+        theta.append(math.acos(max(-1.0, min(1.0, cos))))
+    return Trajectory(r=np.asarray(r), theta=np.asarray(theta), keys=list(keys))

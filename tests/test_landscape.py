@@ -1,0 +1,155 @@
+"""Loss landscapes against direct evaluation, norms of directions, and closed-form trajectories."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hdvit_lib.analysis.landscape import (
+    Landscape,
+    loss_landscape,
+    random_direction,
+    trajectory,
+)
+
+torch.set_num_threads(1)
+
+
+class TinyViT(nn.Module):
+    """Patch embedding (conv), class token, positional embedding, one attention block, head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 8, 4, 4)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, 8) * 0.1)
+        self.pos_embed = nn.Parameter(torch.randn(1, 5, 8) * 0.1)
+        self.norm = nn.LayerNorm(8)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls_token.expand(len(t), -1, -1), t], 1) + self.pos_embed
+        h = self.norm(t)
+        t = t + self.attn(h, h, h, need_weights=False)[0]
+        return self.head(t[:, 0])
+
+
+class TinyResNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 6, 3, padding=1)
+        self.bn = nn.BatchNorm2d(6)
+        self.conv = nn.Conv2d(6, 6, 3, padding=1, bias=False)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn(self.stem(x)))
+        h = h + torch.relu(self.conv(h))
+        return self.fc(h.mean((2, 3)))
+
+
+def data(n_batches: int = 2, n: int = 6) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(3)
+    return [(torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, 3, (n,), generator=g)) for _ in range(n_batches)]
+
+
+def make(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    m = TinyViT() if name == "vit" else TinyResNet()
+    if name == "resnet":
+        with torch.no_grad():
+            m.bn.running_mean.uniform_(-0.3, 0.3)
+            m.bn.running_var.uniform_(0.5, 2.0)
+    return m.train()
+
+
+def direct_loss(model: nn.Module, batches) -> tuple[float, float]:
+    m = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        losses = [nn.functional.cross_entropy(m(x), y, reduction="sum") for x, y in batches]
+        correct = [(m(x).argmax(1) == y).sum() for x, y in batches]
+    n = sum(len(y) for _, y in batches)
+    return float(sum(losses)) / n, float(sum(correct)) / n
+
+
+def test_direction_norms_filter_and_official() -> None:
+    model = make("vit")
+    d = random_direction(model, seed=1)
+    d_off = random_direction(model, seed=1, norm="official")
+    for name, w in model.named_parameters():
+        if w.dim() < 2 or name in ("cls_token", "pos_embed"):
+            assert torch.count_nonzero(d[name]) == 0 and torch.count_nonzero(d_off[name]) == 0
+            continue
+        dims = tuple(range(1, w.dim()))
+        vn = torch.linalg.vector_norm
+        torch.testing.assert_close(vn(d[name], dim=dims), vn(w.detach(), dim=dims), rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(d_off[name].norm(dim=0), w.detach().norm(dim=0), rtol=1e-5, atol=1e-7)
+        assert not torch.allclose(d[name], d_off[name])
+    d2 = random_direction(model, seed=2)
+    assert not torch.allclose(d["head.weight"], d2["head.weight"])
+    torch.testing.assert_close(d["head.weight"], random_direction(model, seed=1)["head.weight"])
+    with pytest.raises(ValueError, match="filter"):
+        random_direction(model, norm="layer")
+
+
+@pytest.mark.parametrize("name", ["vit", "resnet"])
+def test_grid_centre_vmap_equals_loop_and_direct(name: str) -> None:
+    model = make(name)
+    batches = data()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    ls = loss_landscape(model, batches, n_points=5, span=0.5, weight_decay=0.05, chunk=7, progress=False)
+    assert ls.backend == "vmap"
+    loop = loss_landscape(model, batches, n_points=5, span=0.5, weight_decay=0.05, backend="loop", progress=False)
+    np.testing.assert_allclose(ls.nll, loop.nll, rtol=1e-5)
+    np.testing.assert_array_equal(ls.accuracy, loop.accuracy)
+    nll, acc = direct_loss(model, batches)
+    assert ls.nll[2, 2] == pytest.approx(nll, rel=1e-5)
+    assert ls.accuracy[2, 2] == pytest.approx(acc)
+    l2 = sum(float(p.detach().norm()) for p in model.parameters())
+    assert ls.loss[2, 2] == pytest.approx(nll + 0.05 * l2, rel=1e-5)
+    assert np.ptp(ls.nll) > 1e-3  # the surface is not flat
+    assert model.training and all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_grid_point_equals_moved_model() -> None:
+    """An off-centre grid point equals the loss of a copy whose weights were moved by a d1 + b d2."""
+    model = make("resnet")
+    batches = data(1)
+    ls = loss_landscape(model, batches, n_points=3, span=0.4, seed=5, progress=False)
+    d1, d2 = random_direction(model, 5), random_direction(model, 6)
+    moved = copy.deepcopy(model)
+    with torch.no_grad():
+        for n, p in moved.named_parameters():
+            p += 0.4 * d1[n] - 0.4 * d2[n]  # a = +0.4 (column 2), b = -0.4 (row 0)
+    assert ls.nll[0, 2] == pytest.approx(direct_loss(moved, batches)[0], rel=1e-5)
+
+
+def test_landscape_json_round_trip(tmp_path) -> None:
+    ls = loss_landscape(make("resnet"), data(1), n_points=3, progress=False, name="r")
+    ls.save(tmp_path / "l.json")
+    back = Landscape.load(tmp_path / "l.json")
+    np.testing.assert_array_equal(back.loss, ls.loss)
+    assert back.model == "r" and back.n_points == 3
+
+
+def test_trajectory_straight_line() -> None:
+    model = make("resnet")
+    w0 = {k: v.clone() for k, v in model.state_dict().items()}
+    w_star = {k: v + 1.0 if v.is_floating_point() else v for k, v in w0.items()}
+    ts = np.linspace(0.0, 0.9, 7)
+    snaps = [{k: w0[k] + t * (w_star[k] - w0[k]) if w0[k].is_floating_point() else w0[k] for k in w0} for t in ts]
+    tr = trajectory(snaps, w_star)
+    np.testing.assert_allclose(tr.r, 1.0 - ts, atol=1e-6)
+    np.testing.assert_allclose(tr.theta, 0.0, atol=1e-3)
+    # a path that turns: w_t - w* orthogonal to w_0 - w* gives theta = pi/2
+    u0 = {k: w0[k] - w_star[k] for k in tr.keys}
+    flip = {k: w_star[k] + torch.flip(u0[k].reshape(-1), [0]).reshape(u0[k].shape) for k in tr.keys}
+    cos = sum(float((u0[k] * (flip[k] - w_star[k])).sum()) for k in tr.keys)
+    assert trajectory([w0, flip], w_star).theta[1] == pytest.approx(
+        np.arccos(cos / sum(float((u0[k] ** 2).sum()) for k in tr.keys)), abs=1e-6
+    )
