@@ -269,3 +269,49 @@ def test_cli_train_prints_cache_dir_and_accuracy(tmp_path, monkeypatch, capsys):
         cli.main(["--help"])
     helptext = capsys.readouterr().out
     assert "train" in helptext and "cache" in helptext
+
+
+def test_mixup_soft_targets_match_label_smoothing():
+    """With a 'mixup' that returns the label-smoothed one-hot targets unchanged (lambda = 1), the
+    soft-target loss equals cross-entropy with label smoothing: eps/K + (1 - eps) on the label."""
+    eps, k = 0.1, 3
+
+    def smoothed(x, y):
+        return x, torch.nn.functional.one_hot(y, k).float() * (1 - eps) + eps / k
+
+    c = cfg(epochs=1, label_smoothing=eps)
+    ref = train(mlp(), loaders(), c, progress=False)
+    soft = train(mlp(), loaders(), c, mixup=smoothed, progress=False)
+    np.testing.assert_allclose(soft.step_loss, ref.step_loss, rtol=1e-5)
+    assert soft.train_acc == pytest.approx(ref.train_acc)
+    plain = train(mlp(), loaders(), cfg(epochs=1, label_smoothing=0.0), progress=False)
+    assert abs(plain.step_loss[0] - ref.step_loss[0]) > 1e-3  # smoothing changes the loss
+
+
+def test_cache_two_concurrent_callers_train_once(tmp_path, monkeypatch):
+    import threading
+
+    built = []
+
+    def slow_loaders(cfg, root, download, seed, data_fraction):
+        built.append(threading.get_ident())
+        return loaders(batch=cfg["batch_size"], seed=seed)
+
+    monkeypatch.setattr(cache, "_get_loaders", slow_loaders)
+    monkeypatch.setattr(cache, "_get_model", lambda name, num_classes, tiny, **kw: mlp(classes=num_classes))
+    over = {"epochs": 2, "batch_size": 32}
+    results = [None, None]
+
+    def call(i):
+        results[i] = load_or_train("mlp", train_overrides=over, cache_dir=tmp_path, progress=False, device="cpu")
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(built) == 1  # the second caller waited on the lock, then loaded
+    a, b = (r.model.state_dict() for r in results)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert sorted(p.name for p in results[0].dir.iterdir() if p.name != ".lock") == [
+        "config.json", "done.json", "history.json", "last.pt", "model.pt", "snap_0.pt", "snap_1.pt", "snap_2.pt"]

@@ -83,7 +83,11 @@ def _to(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Ten
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader, device: torch.device | str | None = None, amp: bool | None = None
+    model: nn.Module,
+    loader,
+    device: torch.device | str | None = None,
+    amp: bool | None = None,
+    channels_last: bool = False,
 ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of ``model`` on ``loader``, in eval mode (restored after).
 
@@ -96,7 +100,7 @@ def evaluate(
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     for x, y in loader:
-        x, y = _to(x, device, False), y.to(device, non_blocking=True)
+        x, y = _to(x, device, channels_last), y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             out = model(x)
         sums[0] += F.cross_entropy(out.float(), y, reduction="sum")
@@ -247,8 +251,9 @@ def train(
             optimizer.step()
             scheduler.step()
             n = y.shape[0]
-            sums += torch.stack([loss.detach().double() * n, (out.argmax(-1) == hard).sum().double(),
-                                 torch.tensor(float(n), dtype=torch.float64, device=device)])
+            sums[0] += loss.detach().double() * n
+            sums[1] += (out.argmax(-1) == hard).sum()
+            sums[2] += n
             pending.append(loss.detach().float())
             if len(pending) >= flush_every or step == steps:
                 values = (dist_.all_reduce_sum(torch.stack(pending)) / dist_.world_size()).tolist()
@@ -263,7 +268,7 @@ def train(
         bar.close()
         loss_sum, correct, count = dist_.all_reduce_sum(sums).tolist()
         test_loss, test_acc = (
-            evaluate(fwd, test_loader, device, amp=cuda) if test_loader is not None else (math.nan, math.nan)
+            evaluate(fwd, test_loader, device, amp=cuda, channels_last=channels_last) if test_loader is not None else (math.nan, math.nan)
         )
         history.epoch.append(epoch)
         history.train_loss.append(loss_sum / count)
