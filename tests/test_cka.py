@@ -104,3 +104,12 @@ def test_model_one_pass_equals_features_form():
     np.testing.assert_allclose(a.matrix, b.matrix, atol=1e-6)
     back = CKAResult.from_json(a.to_json())
     np.testing.assert_allclose(back.matrix, a.matrix)
+
+
+def test_plot_cka():
+    from hdvit_lib.plots.representation import plot_cka
+
+    r = cka_matrix(toy.ToyNet(), toy.toy_batches(2, batch=8), model_name="toy")
+    fig = plot_cka(r)
+    np.testing.assert_allclose(np.asarray(fig.data[0].z), r.matrix)
+    assert len(fig.data[0].x) == 7

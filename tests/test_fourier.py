@@ -102,3 +102,16 @@ def test_fourier_analysis_on_toynet():
 def test_non_square_is_refused():
     with pytest.raises(ValueError, match="square"):
         relative_log_amplitude(torch.zeros(1, 1, 4, 6))
+
+
+def test_plots_fourier_and_high_frequency():
+    from hdvit_lib.plots.representation import plot_fourier, plot_high_frequency
+
+    torch.manual_seed(0)
+    r = fourier_analysis(extract_features(toy.ToyNet(), toy.toy_batches(), use_cache=False), model_name="toy")
+    fig = plot_fourier(r)
+    assert len(fig.data) == len(r.curves) + 1  # one curve per block + the colour bar
+    np.testing.assert_allclose(fig.data[3].y, r.curves[3])
+    fig = plot_high_frequency({"toy": r})
+    np.testing.assert_allclose(fig.data[0].y, r.high_frequency)
+    np.testing.assert_allclose(fig.data[0].x, r.depth)

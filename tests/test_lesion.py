@@ -77,3 +77,14 @@ def test_model_without_residual_blocks_is_refused():
 
     with pytest.raises(ValueError, match="no residual"):
         lesion_study(Plain(), [(torch.zeros(2, 4), torch.zeros(2, dtype=torch.long))])
+
+
+def test_plot_lesion():
+    from hdvit_lib.plots.representation import plot_lesion
+
+    torch.manual_seed(0)
+    model = toy.ToyNet().eval()
+    r = lesion_study(model, _labels(model, toy.toy_batches()))
+    fig = plot_lesion({"a": r, "b": r})
+    np.testing.assert_allclose(fig.data[0].y, 100 * r.delta_accuracy)
+    assert [b.label for b in fig.layout.updatemenus[0].buttons] == ["a", "b"]

@@ -81,3 +81,14 @@ def test_a_low_pass_model_ignores_high_frequency_noise_only():
     assert r.delta_accuracy[1] == 0.0  # high-frequency noise is filtered out
     back = RobustnessResult.from_json(r.to_json())
     np.testing.assert_allclose(back.delta_accuracy, r.delta_accuracy)
+
+
+def test_plot_robustness_shows_every_model_in_percent():
+    from hdvit_lib.plots.representation import plot_robustness
+
+    model = _BlurNet()
+    r = frequency_robustness(model, _data(model), f_centers=[0.125, 0.875], bandwidth=0.125, magnitude=3.0)
+    fig = plot_robustness({"blur": r, "again": r})
+    assert all(t.visible for t in fig.data)
+    np.testing.assert_allclose(fig.data[0].y, 100 * r.delta_accuracy)
+    assert [b.label for b in fig.layout.updatemenus[0].buttons] == ["all", "blur", "again"]

@@ -66,3 +66,21 @@ def test_model_and_loader_form_equals_features_form():
     a = feature_map_variance(model, batches)
     b = feature_map_variance(extract_features(model, batches, use_cache=False))
     np.testing.assert_allclose(a.variance, b.variance)
+
+
+def test_plot_variance_shades_msa_and_subsampling_and_has_a_model_menu():
+    from hdvit_lib.plots.representation import plot_variance
+
+    torch.manual_seed(0)
+    feats = extract_features(toy.ToyNet(), toy.toy_batches(), use_cache=False)
+    r = feature_map_variance(feats, model_name="toy")
+    fig = plot_variance({"a": r, "b": r})
+    assert len(fig.data) == 2 and fig.data[0].visible and not fig.data[1].visible
+    np.testing.assert_allclose(np.asarray(fig.data[0].y, dtype=float)[:5], r.variance[:5])
+    # ToyNet: conv2 subsamples (blue), msa (grey), pool (blue): spans end at their depths
+    spans = sorted((round(s.x1, 6), s.fillcolor) for s in fig.layout.shapes)
+    assert [x for x, _ in spans] == [round(d, 6) for d in (2 / 6, 3 / 6, 5 / 6)]
+    assert "128" in spans[1][1]  # the MSA span is grey
+    labels = [b.label for b in fig.layout.updatemenus[0].buttons]
+    assert labels == ["all", "a", "b"]
+    assert fig.layout.updatemenus[0].buttons[2].args[0]["visible"] == [False, True]
