@@ -1,0 +1,113 @@
+"""The model zoo: ``get_model(name, num_classes, img_size, tiny, **cfg)`` for 32x32 inputs.
+
+Paper-size models (Park & Kim 2022, Appendix A; params with 100 classes): ``resnet18``,
+``resnet50`` (23.7M), ``vit_ti`` (5.4M), ``vit_local`` (ViT-Ti with k x k local MSAs),
+``pit_ti`` (4.6M), ``swin_ti`` (27.6M), ``alternet50`` (33.0M). Each has a tiny smoke variant
+(same block kinds, a few hundred img/s on one CPU core): ``get_model(name, tiny=True)`` or the
+name with the suffix ``_tiny``. Every model lists its blocks in order: ``model.blocks()``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from .alternet import AlterNet
+from .blocks import Block, as_feature_map, run_blocks
+from .official import convert_official_state_dict
+from .pit import PiT
+from .resnet import resnet
+from .swin import Swin
+from .vit import ViT
+
+__all__ = [
+    "Block",
+    "as_feature_map",
+    "convert_official_state_dict",
+    "count_params",
+    "get_model",
+    "list_models",
+    "run_blocks",
+    "set_fused_attn",
+]
+
+
+def _resnet18(num_classes: int, img_size: int, **cfg: Any) -> nn.Module:
+    return resnet(18, num_classes, **cfg)
+
+
+def _resnet50(num_classes: int, img_size: int, **cfg: Any) -> nn.Module:
+    return resnet(50, num_classes, **cfg)
+
+
+_RESNET_KEYS = ("widths", "num_blocks")
+
+# name -> (constructor, its configurable keys, paper-size settings, tiny settings)
+_REGISTRY: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...], dict[str, Any], dict[str, Any]]] = {
+    "resnet18": (_resnet18, _RESNET_KEYS, {}, {"widths": (16, 32, 64, 128), "num_blocks": (1, 1, 1, 1)}),
+    "resnet50": (_resnet50, _RESNET_KEYS, {}, {"widths": (8, 16, 32, 64), "num_blocks": (1, 1, 1, 1)}),
+    "vit_ti": (ViT, (), {}, {"patch_size": 4, "embed_dim": 64, "depth": 4, "num_heads": 2}),
+    "vit_local": (ViT, (), {"window": 3}, {"patch_size": 4, "embed_dim": 64, "depth": 4, "num_heads": 2, "window": 3}),
+    "pit_ti": (PiT, (), {}, {"patch_size": 4, "stride": 4, "base_dims": (16, 16, 16), "depth": (1, 1, 1),
+                                 "heads": (2, 4, 8)}),
+    "swin_ti": (Swin, (), {}, {"patch_size": 2, "embed_dim": 32, "depths": (2, 2, 2), "num_heads": (1, 2, 4)}),
+    "alternet50": (AlterNet, (), {}, {"widths": (8, 16, 32, 64), "num_blocks": (1, 2, 2, 2),
+                                          "msa_per_stage": (0, 1, 1, 1), "heads": (1, 2, 4, 8), "dim_head": 16}),
+}
+
+
+def list_models() -> list[str]:
+    """All registered names: the paper-size models, then their ``_tiny`` variants."""
+    return list(_REGISTRY) + [f"{n}_tiny" for n in _REGISTRY]
+
+
+def _valid_keys(name: str) -> list[str]:
+    ctor, keys, _, _ = _REGISTRY[name]
+    if not keys:
+        keys = tuple(p for p in inspect.signature(ctor).parameters if p not in ("self", "num_classes", "img_size"))
+    return sorted(keys)
+
+
+def get_model(name: str, num_classes: int = 10, img_size: int = 32, tiny: bool = False, **cfg: Any) -> nn.Module:
+    """Build model ``name`` for ``img_size`` x ``img_size`` inputs with ``num_classes`` outputs.
+
+    ``tiny=True`` (or the suffix ``_tiny``) gives the smoke variant; ``cfg`` overrides settings
+    (e.g. ``patch_size``, ``window``, ``msa_per_stage``); impossible settings raise a ValueError
+    that names the valid values. The model is returned in train mode (PyTorch's default):
+    analyses set the mode they need.
+    """
+    base = name.removesuffix("_tiny")
+    if base not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
+    tiny = tiny or name.endswith("_tiny")
+    ctor, _, paper, small = _REGISTRY[base]
+    valid = _valid_keys(base)
+    unknown = sorted(set(cfg) - set(valid))
+    if unknown:
+        raise ValueError(f"{base}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    settings = {**(small if tiny else paper), **cfg}
+    if "img_size" in inspect.signature(ctor).parameters:
+        settings["img_size"] = img_size
+    return ctor(num_classes=num_classes, **settings)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (buffers such as BatchNorm statistics excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def set_fused_attn(model: nn.Module, enabled: bool) -> int:
+    """Switch every attention module of ``model`` between fused scaled-dot-product attention
+    (fast, no double backward) and the plain softmax path (needed for Hessian-vector products).
+
+    Returns the number of modules switched.
+    """
+    n = 0
+    for m in model.modules():
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = bool(enabled)
+            n += 1
+    return n
