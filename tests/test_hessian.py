@@ -187,3 +187,20 @@ def test_spectrum_stacked_matches_single_and_round_trips(tmp_path) -> None:
         spectrum(model, batches, n_batches=1, method="arnoldi")
     with pytest.raises(ValueError, match="gave only 5"):
         spectrum(model, batches, n_batches=6)
+
+
+def test_plots_spectrum_densities_and_slider() -> None:
+    from hdvit_lib.plots.hessian import plot_spectrum, plot_spectrum_sweep
+
+    rng = np.random.default_rng(0)
+    vals = np.concatenate([-np.exp(rng.normal(0, 1, 30)), np.exp(rng.normal(2, 1, 90))])
+    spec = HessianSpectrum(eigenvalues=vals.reshape(24, 5), n_hvp=np.ones(24), converged=np.ones(24, bool))
+    fig = plot_spectrum({"a": spec}, points=400)
+    neg, pos = fig.data
+    for tr, share in ((neg, 0.25), (pos, 0.75)):  # each panel integrates (over log10|x|) to its share
+        assert np.trapezoid(tr.y, np.log10(tr.x)) == pytest.approx(share, rel=1e-2)
+    assert np.log10(pos.x[np.argmax(pos.y)]) == pytest.approx(2 / np.log(10), abs=0.3)  # mode of log10 e^N(2,1)
+    sweep = plot_spectrum_sweep({2: spec, 4: spec, 8: spec}, "patch size")
+    steps = sweep.layout.sliders[0].steps
+    assert [s.label for s in steps] == ["2", "4", "8"] and len(sweep.data) == 6
+    assert steps[1].args[0]["visible"] == [False, False, True, True, False, False]

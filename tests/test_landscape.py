@@ -153,3 +153,14 @@ def test_trajectory_straight_line() -> None:
     assert trajectory([w0, flip], w_star).theta[1] == pytest.approx(
         np.arccos(cos / sum(float((u0[k] ** 2).sum()) for k in tr.keys)), abs=1e-6
     )
+
+
+def test_plot_landscape_carries_the_grid() -> None:
+    from hdvit_lib.plots.landscape import plot_landscape
+
+    ls = loss_landscape(make("resnet"), data(1), n_points=3, progress=False)
+    fig = plot_landscape({"r": ls, "r2": ls}, z="nll")
+    assert [t.type for t in fig.data] == ["surface", "contour"] * 2
+    np.testing.assert_array_equal(np.asarray(fig.data[0].z), ls.nll)
+    with pytest.raises(ValueError, match="loss"):
+        plot_landscape({"r": ls}, z="hessian")

@@ -1,0 +1,111 @@
+"""Hessian eigenvalue spectra (Park & Kim 2022, Fig. 1c and Fig. 4): negative and positive panels."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import plotly.colors
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from hdvit_lib.analysis.hessian import HessianSpectrum
+
+_TITLES = ("negative eigenvalues", "positive eigenvalues")
+
+
+def _log_kde(mag: np.ndarray, grid: np.ndarray, bandwidth: float | None) -> np.ndarray:
+    """Gaussian KDE of log10|lambda| on ``grid`` (log10 units); Scott's bandwidth by default."""
+    z = np.log10(mag)
+    if len(z) == 0:
+        return np.zeros_like(grid)
+    bw = bandwidth or max(1.06 * (z.std() if len(z) > 1 else 0.0) * len(z) ** -0.2, 0.05)
+    d = (grid[:, None] - z[None, :]) / bw
+    return np.exp(-0.5 * d**2).sum(1) / (len(z) * bw * np.sqrt(2 * np.pi))
+
+
+def _grid(spectra: Mapping[object, HessianSpectrum], points: int) -> np.ndarray:
+    mags = np.concatenate([np.abs(s.values()) for s in spectra.values()])
+    mags = mags[mags > 0]
+    if len(mags) == 0:
+        return np.linspace(-3, 3, points)
+    lo, hi = np.log10(mags.min()), np.log10(mags.max())
+    return np.linspace(lo - 0.5, hi + 0.5, points)
+
+
+def _traces(spec: HessianSpectrum, name: str, color: str, grid: np.ndarray, bandwidth: float | None) -> list[go.Scatter]:
+    """Two density traces (negative, positive); each scaled by its share of all eigenvalues."""
+    v = spec.values()
+    v = v[np.isfinite(v) & (v != 0)]
+    out = []
+    for sign, col in ((-1, 1), (1, 2)):
+        part = np.abs(v[np.sign(v) == sign])
+        dens = _log_kde(part, grid, bandwidth) * (len(part) / max(len(v), 1))
+        out.append(go.Scatter(
+            x=10**grid, y=dens, mode="lines", name=name, legendgroup=name, showlegend=sign > 0,
+            line={"color": color}, fill="tozeroy", opacity=0.6,
+            hovertemplate=f"{name}<br>{'-' if sign < 0 else ''}|λ|=%{{x:.3g}}<br>density %{{y:.3g}}"
+            f"<br>{len(part)} of {len(v)} eigenvalues<extra></extra>",
+        ))
+    return out
+
+
+def _layout(fig: go.Figure, title: str) -> go.Figure:
+    fig.update_xaxes(type="log", title_text="|λ| (magnitude)")
+    fig.update_xaxes(autorange="reversed", row=1, col=1)  # negative panel grows to the left
+    fig.update_yaxes(title_text="density of log10|λ| (× share)", row=1, col=1)
+    fig.update_layout(title=title, template="plotly_white", height=380)
+    return fig
+
+
+def plot_spectrum(
+    spectra: Mapping[str, HessianSpectrum],
+    bandwidth: float | None = None,
+    points: int = 200,
+    title: str = "Hessian max-eigenvalue spectra",
+) -> go.Figure:
+    """Fig. 4: density of the top-k Hessian eigenvalues of every mini-batch, one curve per model.
+
+    Left panel: negative eigenvalues (magnitude axis reversed), right: positive ones; densities
+    are Gaussian KDEs of ``log10|λ|``, scaled by the share of eigenvalues of that sign, so the two
+    panels of one model add up to 1. The paper's reading: ViTs have many negative (non-convex)
+    and small eigenvalues, ResNets large positive ones.
+    """
+    fig = make_subplots(1, 2, shared_yaxes=True, subplot_titles=_TITLES, horizontal_spacing=0.04)
+    grid = _grid(spectra, points)
+    colors = plotly.colors.qualitative.Plotly
+    for i, (name, spec) in enumerate(spectra.items()):
+        neg, pos = _traces(spec, name, colors[i % len(colors)], grid, bandwidth)
+        fig.add_trace(neg, 1, 1)
+        fig.add_trace(pos, 1, 2)
+    return _layout(fig, title)
+
+
+def plot_spectrum_sweep(
+    results: Mapping[object, HessianSpectrum],
+    label: str,
+    bandwidth: float | None = None,
+    points: int = 200,
+) -> go.Figure:
+    """A slider over precomputed spectra (e.g. patch size, window size): works on a static page.
+
+    Each slider step shows the negative/positive densities of :func:`plot_spectrum` for one value.
+    """
+    if not results:
+        raise ValueError("results is empty: pass {value: HessianSpectrum}")
+    fig = make_subplots(1, 2, shared_yaxes=True, subplot_titles=_TITLES, horizontal_spacing=0.04)
+    grid = _grid(results, points)
+    n = len(results)
+    for i, (value, spec) in enumerate(results.items()):
+        for col, tr in enumerate(_traces(spec, f"{label}={value}", "#636EFA", grid, bandwidth), 1):
+            tr.visible = i == 0
+            fig.add_trace(tr, 1, col)
+    steps = []
+    for i, value in enumerate(results):
+        visible = [j // 2 == i for j in range(2 * n)]
+        steps.append({"method": "update", "label": str(value),
+                      "args": [{"visible": visible}, {"title": f"Hessian spectrum, {label}={value}"}]})
+    fig.update_layout(sliders=[{"active": 0, "currentvalue": {"prefix": f"{label}: "}, "steps": steps,
+                                "pad": {"t": 50}}])
+    first = next(iter(results))
+    return _layout(fig, f"Hessian spectrum, {label}={first}")
