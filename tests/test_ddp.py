@@ -44,7 +44,22 @@ SCRIPT = textwrap.dedent('''
         model, train_loader, test_loader, cfg = build()
         h = train(model, train_loader, cfg, ckpt_dir=sys.argv[1], device=device, test_loader=test_loader,
                   progress=False)
-        json.dump({"rank": distributed.rank(), "world": distributed.world_size(), "history": h.to_dict()},
+        # the cache under DDP: rank 0 decides and writes, every rank trains once, then loads
+        from types import SimpleNamespace
+        from hdvit_lib.train import cache
+        calls = []
+        def fake_loaders(cfg, root, download, seed, data_fraction):
+            calls.append(1)
+            _, tl, vl, _ = build()
+            return SimpleNamespace(train=tl, test=vl, mixup=None, num_classes=4)
+        cache._get_loaders = fake_loaders
+        cache._get_model = lambda name, num_classes, tiny, **kw: build()[0]
+        over = {k: cfg[k] for k in ("epochs", "warmup_epochs", "batch_size", "lr")}
+        runs = [cache.load_or_train("mlp", train_overrides=over, cache_dir=sys.argv[3], device=device,
+                                    progress=False) for _ in range(2)]
+        json.dump({"rank": distributed.rank(), "world": distributed.world_size(), "history": h.to_dict(),
+                   "cache_calls": len(calls), "cache_dirs": [str(r.dir) for r in runs],
+                   "cache_step_loss": [r.history.step_loss for r in runs]},
                   open(f"{sys.argv[2]}.{distributed.rank()}", "w"))
         distributed.teardown()
 ''')
@@ -55,7 +70,7 @@ def test_two_gloo_processes_match_one(tmp_path):
     script.write_text(SCRIPT)
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-           str(tmp_path / "ckpt"), str(tmp_path / "out.json")]
+           str(tmp_path / "ckpt"), str(tmp_path / "out.json"), str(tmp_path / "cache")]
     proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     outs = [json.loads((tmp_path / f"out.json.{r}").read_text()) for r in (0, 1)]
@@ -77,3 +92,12 @@ def test_two_gloo_processes_match_one(tmp_path):
     state = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=True)
     for k, v in model.state_dict().items():
         torch.testing.assert_close(state["model"][k], v, atol=1e-5, rtol=0)
+
+    # load_or_train under DDP: one training (on all ranks), one entry, the second call loads it
+    for out in outs:
+        assert out["cache_calls"] == 1
+        assert len(set(out["cache_dirs"])) == 1
+        for curve in out["cache_step_loss"]:
+            np.testing.assert_allclose(curve, ref.step_loss, atol=1e-4, rtol=0)
+    assert outs[0]["cache_dirs"] == outs[1]["cache_dirs"]
+    assert len(list((tmp_path / "cache").glob("*/done.json"))) == 1

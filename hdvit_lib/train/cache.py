@@ -160,7 +160,8 @@ def load_or_train(
     entry = root / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', model_name)}-{config['dataset']}-{key[:16]}"
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     entry.mkdir(parents=True, exist_ok=True)
-    if not (entry / "done.json").exists():
+    # Every decision is rank 0's (broadcast), so that all ranks of a DDP job take the same path.
+    if dist_.broadcast_object(not (entry / "done.json").exists()):
         with _entry_lock(entry):
             if dist_.broadcast_object(not (entry / "done.json").exists()):
                 _train_entry(entry, config, key, data_root, download, device, compile, progress)

@@ -192,7 +192,7 @@ def train(
         raise ValueError("the training loader is empty")
     optimizer = _make_optimizer(raw, cfg, fused=cuda)
     scheduler = make_scheduler(optimizer, int(cfg["warmup_epochs"]) * steps, epochs * steps)
-    settings = {k: cfg[k] for k in TRAIN_KEYS} | {"steps_per_epoch": steps, "world_size": dist_.world_size()}
+    settings = {k: cfg[k] for k in TRAIN_KEYS} | {"steps_per_epoch": steps}
     run = _Run(ckpt_dir, settings)
     history, start = History(), 0
     last = run.dir / "last.pt" if run.dir is not None else None
