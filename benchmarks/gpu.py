@@ -1,0 +1,369 @@
+"""Benchmark on one GPU: our paper-scale code paths against the paper's way, in the same run.
+
+Three measurements, each a ratio against a baseline timed in the same process on the same
+random CIFAR-shaped data (generated on the device; nothing is downloaded):
+
+(a) training throughput (images/s) of resnet50, vit_ti, alternet50: baseline fp32, batch 96, NCHW,
+    eager, ``AdamW(foreach=False)`` (the per-tensor loop of the paper's torch 1.9) against ours:
+    bf16 autocast, channels_last, ``AdamW(fused=True)`` at ``--batch`` (and ``torch.compile`` with
+    ``--compile``).
+(b) Hessian top-5 on one mini-batch of 16 (resnet50, vit_ti): baseline: sequential deflated power
+    iteration with double backward (PyHessian, the paper's tool), written here; ours:
+    ``hdvit_lib.analysis.hessian.top_eigenvalues(method="lanczos")`` and the batched ``spectrum``.
+(c) loss-landscape grid points over ``--images`` images (resnet50, vit_ti): baseline: per grid
+    point a deep copy of the model, its weights moved, a full pass over the images; ours:
+    ``hdvit_lib.analysis.landscape.loss_landscape`` (stacked weights, no copy).
+
+Runs are short; the paper-scale totals (Hessian: 312 mini-batches x top-5; landscape: 21 x 21
+grid over 50,000 images; training: one 50,000-image epoch) are *extrapolated* linearly from the
+measured rates and labelled so. Sized to finish in well under 8 minutes on an H100.
+
+Run: ``python benchmarks/gpu.py --out benchmarks/gpu.json`` (GPU), or ``--quick`` for a tiny CPU
+check that the script works (tiny models, a few steps; its numbers mean nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import platform
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from hdvit_lib.models import get_model
+
+PAPER_HESSIAN_BATCHES = 312  # 10% of CIFAR's 50k training images in mini-batches of 16
+PAPER_GRID, PAPER_IMAGES = 21 * 21, 50_000
+NUM_CLASSES = 100
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - t0, out
+
+
+def build(name: str, cfg: argparse.Namespace) -> nn.Module:
+    return get_model(name, num_classes=NUM_CLASSES, tiny=cfg.quick).to(cfg.device)
+
+
+def row(**fields: Any) -> dict:
+    """One result row: section, model, baseline, ours, ratio, unit, detail, extrapolated_*."""
+    return fields
+
+
+def random_batch(n: int, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator(device=device).manual_seed(seed)
+    x = torch.randn(n, 3, 32, 32, device=device, generator=g)
+    y = torch.randint(0, NUM_CLASSES, (n,), device=device, generator=g)
+    return x, y
+
+
+# ------------------------------------------------------------------------------------ (a) training
+def train_rate(model: nn.Module, cfg: argparse.Namespace, batch: int, ours: bool) -> float:
+    """Images per second over ``cfg.steps`` optimiser steps after ``cfg.warmup`` steps."""
+    dev = cfg.device
+    model.train()
+    if ours:
+        model = model.to(memory_format=torch.channels_last)
+        try:
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=True)
+        except (RuntimeError, TypeError):
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+        step_model: Callable = torch.compile(model) if cfg.compile else model
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, foreach=False)
+        step_model = model
+    crit = nn.CrossEntropyLoss()
+    x, y = random_batch(batch, dev, 0)
+    if ours:
+        x = x.contiguous(memory_format=torch.channels_last)
+    amp = torch.autocast(dev.type, dtype=torch.bfloat16) if ours else contextlib.nullcontext()
+
+    def step() -> None:
+        with amp:
+            loss = crit(step_model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(cfg.warmup):
+        step()
+    secs, _ = timed(lambda: [step() for _ in range(cfg.steps)], dev)
+    return batch * cfg.steps / secs
+
+
+def bench_training(cfg: argparse.Namespace) -> list[dict]:
+    rows = []
+    for name in cfg.train_models:
+        base = train_rate(build(name, cfg), cfg, cfg.base_batch, ours=False)
+        ours = train_rate(build(name, cfg), cfg, cfg.batch, ours=True)
+        rows.append(row(section="train img/s", model=name, baseline=base, ours=ours, ratio=ours / base,
+                         unit="img/s", detail=f"fp32 b{cfg.base_batch} eager vs bf16+CL+fused b{cfg.batch}"
+                         + (" +compile" if cfg.compile else ""),
+                         extrapolated_baseline_s=50_000 / base, extrapolated_ours_s=50_000 / ours,
+                         extrapolated_what="one 50k-image epoch, s"))
+        print(f"  train {name}: {base:.0f} -> {ours:.0f} img/s", flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------------------------ (b) Hessian
+@contextlib.contextmanager
+def hessian_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode, plain (non-fused) attention: the hessian module's ``analysis_mode`` if present."""
+    try:
+        from hdvit_lib.analysis.hessian import analysis_mode
+    except ImportError:
+        analysis_mode = None
+    if analysis_mode is not None:
+        with analysis_mode(model):
+            yield
+        return
+    was = model.training
+    fused = [m for m in model.modules() if getattr(m, "fused_attn", None) is True]
+    model.eval()
+    for m in fused:
+        m.fused_attn = False
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel([SDPBackend.MATH]):
+            yield
+    finally:
+        model.train(was)
+        for m in fused:
+            m.fused_attn = True
+
+
+def power_top_k(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], k: int, tol: float,
+                max_iter: int) -> tuple[list[float], int]:
+    """PyHessian-style top-k: one gradient graph, HVPs by double backward, deflated power iteration."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    x, y = batch
+    loss = nn.functional.cross_entropy(model(x), y)
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    g = torch.Generator(device=x.device).manual_seed(0)
+    eigvals: list[float] = []
+    eigvecs: list[list[torch.Tensor]] = []
+    n_hvp = 0
+
+    def dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
+        return sum((u * w).sum() for u, w in zip(a, b, strict=True))
+
+    def normalise(v: list[torch.Tensor]) -> list[torch.Tensor]:
+        n = dot(v, v).sqrt()
+        return [t / (n + 1e-12) for t in v]
+
+    for _ in range(k):
+        v = normalise([torch.randn(p.shape, device=p.device, generator=g) for p in params])
+        lam = None
+        for _ in range(max_iter):
+            for e in eigvecs:  # deflation by orthogonalisation (PyHessian)
+                c = dot(v, e)
+                v = [a - c * b for a, b in zip(v, e, strict=True)]
+            v = normalise(v)
+            hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
+            n_hvp += 1
+            new = float(dot(hv, v))
+            v = normalise([t.detach() for t in hv])
+            if lam is not None and abs(new - lam) / (abs(lam) + 1e-6) < tol:
+                lam = new
+                break
+            lam = new
+        eigvals.append(lam)
+        eigvecs.append(v)
+    return eigvals, n_hvp
+
+
+def bench_hessian(cfg: argparse.Namespace) -> list[dict]:
+    try:
+        from hdvit_lib.analysis.hessian import spectrum, top_eigenvalues
+    except ImportError as e:
+        print(f"  (b) skipped: hdvit_lib.analysis.hessian not available ({e})")
+        return []
+    rows = []
+    for name in cfg.hessian_models:
+        model = build(name, cfg)
+        batch = random_batch(cfg.hessian_batch, cfg.device, 1)
+        with hessian_mode(model):  # warm-up (kernel selection)
+            loss = nn.functional.cross_entropy(model(batch[0]), batch[1])
+            torch.autograd.grad(loss, list(model.parameters()))
+            t_base, (base_vals, base_hvp) = timed(
+                lambda m=model, b=batch: power_top_k(m, b, cfg.k, cfg.tol, cfg.max_iter), cfg.device)
+        t_ours, (vals, info) = timed(lambda m=model, b=batch: top_eigenvalues(
+            m, b, k=cfg.k, method="lanczos", tol=cfg.tol, max_iter=cfg.max_iter, return_info=True), cfg.device)
+        batches = [random_batch(cfg.hessian_batch, cfg.device, 10 + i) for i in range(cfg.spectrum_batches)]
+        t_spec, spec = timed(lambda m=model, b=batches: spectrum(
+            m, b, n_batches=len(b), k=cfg.k, method="lanczos", tol=cfg.tol, max_iter=cfg.max_iter,
+            stack=len(b), progress=False), cfg.device)
+        per_batch_spec = t_spec / len(batches)
+        top_diff = abs(float(vals[0]) - base_vals[0]) / (abs(base_vals[0]) + 1e-12)
+        common = row(model=name, unit="s/batch", extrapolated_what=f"{PAPER_HESSIAN_BATCHES} batches x top-{cfg.k}, s",
+                      extrapolated_baseline_s=t_base * PAPER_HESSIAN_BATCHES)
+        rows.append(row(section=f"Hessian top-{cfg.k} (1 batch)", baseline=t_base, ours=t_ours, ratio=t_base / t_ours,
+                         detail=f"power {base_hvp} HVPs vs Lanczos {info['n_hvp']} HVPs; "
+                         f"top-1 rel. diff {top_diff:.1e}",
+                         extrapolated_ours_s=t_ours * PAPER_HESSIAN_BATCHES, **common))
+        rows.append(row(section=f"Hessian spectrum (stack {len(batches)})", baseline=t_base, ours=per_batch_spec,
+                         ratio=t_base / per_batch_spec,
+                         detail=f"{len(batches)} batches, backend {spec.backend}, HVPs {list(map(int, spec.n_hvp))}",
+                         extrapolated_ours_s=per_batch_spec * PAPER_HESSIAN_BATCHES, **common))
+        print(f"  hessian {name}: power {t_base:.2f}s, lanczos {t_ours:.2f}s, spectrum {per_batch_spec:.2f}s/batch",
+              flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------------------------ (c) landscape
+def baseline_landscape(model: nn.Module, dirs: list[dict[str, torch.Tensor]], coords: list[tuple[float, float]],
+                       batches: list[tuple[torch.Tensor, torch.Tensor]]) -> list[float]:
+    """The official way: per grid point, copy the model, move its weights, evaluate all images."""
+    out = []
+    n = sum(len(y) for _, y in batches)
+    for a, b in coords:
+        m = copy.deepcopy(model)
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                if name in dirs[0]:
+                    p.add_(a * dirs[0][name] + b * dirs[1][name])
+            m.eval()
+            nll = sum(float(nn.functional.cross_entropy(m(x), y, reduction="sum")) for x, y in batches)
+        out.append(nll / n)
+        del m
+    return out
+
+
+def bench_landscape(cfg: argparse.Namespace) -> list[dict]:
+    try:
+        from hdvit_lib.analysis.landscape import loss_landscape, random_direction
+    except ImportError as e:
+        print(f"  (c) skipped: hdvit_lib.analysis.landscape not available ({e})")
+        return []
+    rows = []
+    n_side = cfg.grid
+    for name in cfg.landscape_models:
+        model = build(name, cfg).eval()
+        batches = [random_batch(cfg.eval_batch, cfg.device, 100 + i) for i in range(cfg.images // cfg.eval_batch)]
+        n_img = sum(len(y) for _, y in batches)
+        dirs = [random_direction(model, s) for s in (0, 1)]
+        lin = torch.linspace(-1.0, 1.0, n_side).tolist()
+        coords = [(a, b) for b in lin for a in lin]  # the order loss_landscape uses (a fastest)
+        with torch.no_grad():
+            model(batches[0][0])  # warm-up
+        t_base, base_nll = timed(lambda m=model, d=dirs, c=coords, b=batches: baseline_landscape(m, d, c, b), cfg.device)
+        t_ours, land = timed(lambda m=model, b=batches: loss_landscape(m, b, n_points=n_side, span=1.0, seed=0,
+                                                            chunk=cfg.chunk, progress=False), cfg.device)
+        diff = max(abs(float(u) - v) for u, v in zip(land.nll.ravel(), base_nll, strict=True))
+        per = len(coords) * n_img
+        rows.append(row(section="landscape grid", model=name, baseline=t_base / per * 1e6, ours=t_ours / per * 1e6,
+                         ratio=t_base / t_ours, unit="us/(point*image)",
+                         detail=f"{len(coords)} points x {n_img} images, backend {land.backend}, "
+                         f"max |NLL diff| {diff:.1e}",
+                         extrapolated_baseline_s=t_base / per * PAPER_GRID * PAPER_IMAGES,
+                         extrapolated_ours_s=t_ours / per * PAPER_GRID * PAPER_IMAGES,
+                         extrapolated_what="21x21 grid x 50k images, s"))
+        print(f"  landscape {name}: {t_base:.2f}s vs {t_ours:.2f}s ({land.backend}), max NLL diff {diff:.1e}",
+              flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------------------------ report
+def markdown(rows: list[dict], device_name: str) -> str:
+    lines = [f"Device: {device_name}, torch {torch.__version__}", "",
+             "| measurement | model | baseline | ours | unit | speed-up | details "
+             + "| EXTRAPOLATED paper-scale baseline / ours |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        ext = (f"{r['extrapolated_baseline_s']:.0f} s / {r['extrapolated_ours_s']:.0f} s "
+               f"({r['extrapolated_what']})")
+        lines.append(f"| {r['section']} | {r['model']} | {r['baseline']:.4g} | {r['ours']:.4g} | {r['unit']} | "
+                     f"{r['ratio']:.2f}x | {r['detail']} | {ext} |")
+    return "\n".join(lines)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny models on the CPU: checks that the script runs")
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--sections", default="train,hessian,landscape")
+    p.add_argument("--compile", action="store_true", help="also torch.compile our training step")
+    p.add_argument("--batch", type=int, default=256, help="our training batch (baseline: 96)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--images", type=int, default=None, help="images per landscape grid point")
+    p.add_argument("--grid", type=int, default=3, help="measured grid side (3 -> 9 points)")
+    cfg = p.parse_args(argv)
+    cfg.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    q = cfg.quick
+    cfg.base_batch = 8 if q else 96
+    cfg.batch = 16 if q else cfg.batch
+    cfg.warmup = 1 if q else 3
+    cfg.steps = cfg.steps or (2 if q else 15)
+    cfg.train_models = ["resnet50", "vit_ti", "alternet50"]
+    cfg.hessian_models = ["resnet50", "vit_ti"]
+    cfg.landscape_models = ["resnet50", "vit_ti"]
+    cfg.hessian_batch = 4 if q else 16
+    cfg.k = 2 if q else 5
+    cfg.tol = 1e-3
+    cfg.max_iter = 6 if q else 100
+    cfg.spectrum_batches = 2 if q else 4
+    cfg.eval_batch = 16 if q else 512
+    cfg.images = cfg.images or (32 if q else 4096)
+    cfg.grid = 2 if q else cfg.grid
+    cfg.chunk = 9
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse(argv)
+    if cfg.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 for both sides
+        torch.backends.cudnn.allow_tf32 = False
+        device_name = torch.cuda.get_device_name(cfg.device)
+    else:
+        torch.set_num_threads(1 if cfg.quick else torch.get_num_threads())
+        device_name = f"CPU ({platform.processor() or platform.machine()})"
+    torch.manual_seed(0)
+    print(f"benchmarks/gpu.py on {device_name}{' (--quick: numbers mean nothing)' if cfg.quick else ''}", flush=True)
+    sections = {"train": bench_training, "hessian": bench_hessian, "landscape": bench_landscape}
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    for s in cfg.sections.split(","):
+        if s not in sections:
+            raise SystemExit(f"unknown section {s!r}; choose from {list(sections)}")
+        print(f"({s})", flush=True)
+        try:
+            rows += sections[s](cfg)
+        except Exception:  # noqa: BLE001 -- report the other sections anyway: one lent-GPU run must give numbers
+            traceback.print_exc()
+            print(f"  ({s}) FAILED; continuing", flush=True)
+        if cfg.device.type == "cuda":
+            torch.cuda.empty_cache()
+    table = markdown(rows, device_name)
+    print(table)
+    print(f"total {time.perf_counter() - t0:.0f} s. Columns 'EXTRAPOLATED' are linear extrapolations of the "
+          "measured rates to the paper's sizes, not measurements.")
+    result = row(device=device_name, torch=torch.__version__, quick=cfg.quick, compile=cfg.compile,
+                  seconds=time.perf_counter() - t0, rows=rows, markdown=table)
+    if cfg.out:
+        with open(cfg.out, "w") as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
+if __name__ == "__main__":
+    main()
