@@ -170,3 +170,18 @@ def test_model_without_blocks_is_refused():
 
     with pytest.raises(TypeError, match="blocks"):
         F.extract_features(nn.Linear(2, 2), torch.zeros(1, 2))
+
+
+def test_zoo_models_final_output_matches_forward():
+    from hdvit_lib.models import get_model
+
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for name in ("resnet18_tiny", "vit_ti_tiny", "pit_ti_tiny"):
+        torch.manual_seed(0)
+        model = get_model(name)
+        feats = F.extract_features(model, x, use_cache=False)
+        model.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(feats.outputs[-1], model(x), atol=1e-4, rtol=1e-4)
+        assert feats.kinds[0] == "embed" and feats.kinds[-1] == "head"
+        assert all(o.shape[0] == 4 for o in feats.outputs)
