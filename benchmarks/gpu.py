@@ -186,7 +186,7 @@ def power_top_k(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], k: i
             lam = new
         eigvals.append(lam)
         eigvecs.append(v)
-    return eigvals, n_hvp
+    return sorted(eigvals, key=abs, reverse=True), n_hvp
 
 
 def bench_hessian(cfg: argparse.Namespace) -> list[dict]:
