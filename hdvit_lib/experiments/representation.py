@@ -1,0 +1,356 @@
+"""Orchestration of the representation chapters (Park & Kim 2022, Secs. 3 and 4).
+
+- ``notebooks/02_fourier``: Fig. 2a (relative log amplitude per block) and Fig. 2b (robustness
+  to frequency-band noise) for a ResNet and a ViT.
+- ``notebooks/08_high_frequency``: Fig. 8 (high-frequency amplitude against depth).
+- ``notebooks/09_feature_map_variance``: Fig. 9 and App. D (feature map variance against depth).
+- ``notebooks/10_similarity_and_lesion``: Fig. 10 (CKA heat maps and the lesion study).
+
+One function per chapter step. The models come from the zoo cache (``load_or_train``), the
+images from the preset's test split, and every per-block analysis starts from one feature
+extraction per model (``extract_features``; cached in memory and, for the ``smoke``/``cpu``
+presets, on disk next to the model cache), so the Fourier, variance and CKA steps -- and the
+chapters -- share one forward pass. Claim checks classify models by their block kinds
+(``msa``, ``conv``), never by name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hdvit_lib.analysis.cka import CKAResult, cka_matrix
+from hdvit_lib.analysis.features import Features, extract_features
+from hdvit_lib.analysis.fourier import FourierResult, fourier_analysis
+from hdvit_lib.analysis.lesion import LesionResult, lesion_study
+from hdvit_lib.analysis.robustness import RobustnessResult, frequency_robustness
+from hdvit_lib.analysis.variance import VarianceResult, feature_map_variance
+from hdvit_lib.claims import Claim
+
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
+
+#: The paper's models for these figures (Figs. 2, 8, 9: ResNet and ViT; App. D adds PiT, Swin, AlterNet).
+MODELS = ("resnet50", "vit_ti", "pit_ti", "swin_ti", "alternet50")
+#: Noise bands at or above this frequency (units of pi) count as "high" in Fig. 2b's claim.
+HIGH_BAND = 0.5
+
+
+# --------------------------------------------------------------------------- models and data
+
+
+def train_models(
+    names: Sequence[str], cfg: dict[str, Any], seed: int = 0, progress: bool = False
+) -> dict[str, nn.Module]:
+    """``{name: trained model (eval mode)}`` from the zoo cache (trained on a miss), for the
+    preset ``cfg`` (from ``hdvit_lib.notebook.setup``); prints each model's test accuracy."""
+    from hdvit_lib.zoo import load_or_train
+
+    if isinstance(names, str):
+        names = [names]
+    models = {}
+    for name in names:
+        t = load_or_train(name, preset=cfg["name"], seed=seed, device=cfg.get("device"), progress=progress)
+        acc = t.history.final("test_acc")
+        print(f"{name}: test accuracy {acc:.3f} after {t.history.epochs_done} epochs ({cfg['name']} preset)")
+        models[name] = t.model
+    return models
+
+
+def analysis_batches(cfg: dict[str, Any], seed: int = 0, n_images: int | None = None) -> Batches:
+    """The first ``n_images`` (default ``cfg["analysis_images"]``) test images of the preset's
+    data set, normalised as in training, as ``[(images, labels), ...]`` on the CPU.
+
+    A fixed list, so every analysis (and the features cache) sees the same images."""
+    from hdvit_lib.data import get_loaders
+
+    n = int(n_images if n_images is not None else cfg["analysis_images"])
+    loaders = get_loaders(cfg, seed=seed)
+    out: Batches = []
+    seen = 0
+    for x, y in loaders.test:
+        take = min(n - seen, x.shape[0])
+        out.append((x[:take].cpu(), torch.as_tensor(y[:take]).cpu()))
+        seen += take
+        if seen >= n:
+            break
+    if seen < n:
+        print(f"the test split holds only {seen} images (asked for {n})")
+    return out
+
+
+def features_cache_dir(cfg: dict[str, Any]) -> Path | None:
+    """Where features are cached on disk: beside the model cache for ``smoke``/``cpu``; ``None``
+    (memory only) for ``paper``, whose per-block outputs of 1000 images take gigabytes."""
+    from hdvit_lib.zoo import default_cache_dir
+
+    return None if cfg["name"] == "paper" else default_cache_dir() / "features"
+
+
+def features_by_model(
+    models: Mapping[str, nn.Module], batches: Iterable | torch.Tensor, cfg: dict[str, Any]
+) -> dict[str, Features]:
+    """One eval-mode pass per model keeping every block's output (``extract_features``), shared
+    by the Fourier, variance and CKA steps. Outputs are kept as float16 for ``paper`` (memory),
+    float32 otherwise."""
+    dtype = torch.float16 if cfg["name"] == "paper" else torch.float32
+    return {
+        name: extract_features(m, batches, device=cfg.get("device"), cache_dir=features_cache_dir(cfg), dtype=dtype)
+        for name, m in models.items()
+    }
+
+
+# --------------------------------------------------------------------------- analyses per model
+
+
+def variance_by_model(features: Mapping[str, Features]) -> dict[str, VarianceResult]:
+    """Fig. 9: ``feature_map_variance`` of every model."""
+    return {name: feature_map_variance(f, model_name=name) for name, f in features.items()}
+
+
+def fourier_by_model(features: Mapping[str, Features]) -> dict[str, FourierResult]:
+    """Figs. 2a and 8: ``fourier_analysis`` (relative log amplitude per block) of every model."""
+    return {name: fourier_analysis(f, model_name=name) for name, f in features.items()}
+
+
+def robustness_by_model(
+    models: Mapping[str, nn.Module],
+    batches: Iterable | torch.Tensor,
+    cfg: dict[str, Any],
+    magnitude: float = 0.1,
+    seed: int = 0,
+) -> dict[str, RobustnessResult]:
+    """Fig. 2b: ``frequency_robustness`` of every model (same noise for every model: same seed)."""
+    return {
+        name: frequency_robustness(m, batches, magnitude=magnitude, seed=seed, device=cfg.get("device"),
+                                   model_name=name)
+        for name, m in models.items()
+    }
+
+
+def cka_by_model(features: Mapping[str, Features], batch_size: int = 64) -> dict[str, CKAResult]:
+    """Fig. 10a: minibatch linear CKA (unbiased HSIC) between every pair of blocks, per model."""
+    return {name: cka_matrix(f, batch_size=batch_size, model_name=name) for name, f in features.items()}
+
+
+def lesion_by_model(
+    models: Mapping[str, nn.Module], batches: Iterable | torch.Tensor, cfg: dict[str, Any]
+) -> dict[str, LesionResult]:
+    """Fig. 10b: ``lesion_study`` (remove one residual branch at a time) of every model."""
+    return {name: lesion_study(m, batches, device=cfg.get("device"), model_name=name) for name, m in models.items()}
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def has_msa(kinds: Sequence[str]) -> bool:
+    """True for models with at least one MSA block."""
+    return "msa" in kinds
+
+
+def pooled_fraction(deltas: Iterable[np.ndarray], want: str) -> tuple[float, int]:
+    """The fraction of the non-NaN ``deltas`` (pooled over models) that are negative
+    (``want="lower"``) or positive (``want="raise"``), and how many there were."""
+    if want not in ("lower", "raise"):
+        raise ValueError(f"want={want!r}; choose 'lower' or 'raise'")
+    d = np.concatenate([np.asarray(x, dtype=float).ravel() for x in deltas] or [np.zeros(0)])
+    d = d[~np.isnan(d)]
+    if d.size == 0:
+        return float("nan"), 0
+    hits = d < 0 if want == "lower" else d > 0
+    return float(hits.mean()), int(d.size)
+
+
+def _kind_deltas(results: Mapping[str, Any], delta: str, kinds: Sequence[str]) -> list[np.ndarray]:
+    return [np.asarray(getattr(r, delta), dtype=float)[np.isin(r.kinds, list(kinds))] for r in results.values()]
+
+
+def _majority(x: float) -> bool | None:
+    return None if math.isnan(x) else x > 0.5
+
+
+def _block_claim(
+    results: Mapping[str, Any], delta: str, quantity: str, paper: str, preset: str, msa_key: str, cm_key: str
+) -> Claim:
+    """Shared verdict of Figs. 8 and 9: do MSA blocks lower ``quantity`` and Conv/MLP blocks raise it?"""
+    measured: dict[str, float] = {}
+    for name, r in results.items():
+        if has_msa(r.kinds):
+            measured[f"{name}: MSA lowered"] = getattr(r, msa_key)
+        measured[f"{name}: Conv/MLP raised"] = getattr(r, cm_key)
+    msa, n_msa = pooled_fraction(_kind_deltas(results, delta, ["msa"]), "lower")
+    cm, n_cm = pooled_fraction(_kind_deltas(results, delta, ["conv", "mlp"]), "raise")
+    measured["all models: MSA lowered"] = msa
+    measured["all models: Conv/MLP raised"] = cm
+    a, b = _majority(msa), _majority(cm)
+    parts = []
+    if a is not None:
+        parts.append(f"{msa:.0%} of {n_msa} MSA blocks lowered the {quantity}")
+    if b is not None:
+        parts.append(f"{cm:.0%} of {n_cm} Conv/MLP blocks raised it")
+    if a is None and b is None:
+        return Claim(paper, measured, None, f"undecided: no block changed the {quantity} measurably", preset)
+    holds = bool(a is not False and b is not False)
+    if holds:
+        verdict = "holds in this run: " + " and ".join(parts) + "."
+    elif a is False and b is False:
+        verdict = "does not hold in this run: only " + " and only ".join(parts) + "."
+    else:
+        verdict = "holds only in part in this run: " + "; ".join(parts) + "."
+    return Claim(paper, measured, holds, verdict + " (Fractions of blocks; a block 'lowered' it when its "
+                 "output has less than its input.)", preset)
+
+
+def claim_variance(results: Mapping[str, VarianceResult], preset: str = "") -> Claim:
+    """Fig. 9's claim: MSAs reduce the feature map variance, Convs and MLPs increase it.
+
+    Per model and pooled over models: the fraction of MSA blocks whose output variance is below
+    their input's, and of Conv/MLP blocks whose output variance is above it. Holds when both
+    pooled fractions exceed one half."""
+    paper = ("MSAs reduce the variance of feature maps (they aggregate), Convs and MLPs increase it "
+             "(they diversify); Sec. 4.2, Fig. 9.")
+    return _block_claim(results, "delta", "feature map variance", paper, preset,
+                        "msa_reduce_fraction", "conv_mlp_increase_fraction")
+
+
+def claim_high_frequency(results: Mapping[str, FourierResult], preset: str = "") -> Claim:
+    """Fig. 8's claim: MSAs reduce the high-frequency amplitude of feature maps, Convs and MLPs
+    amplify it. Same measure as ``claim_variance``, on the relative log amplitude at the
+    highest frequency (blocks that change the map's size are left out)."""
+    paper = ("MSAs reduce the high-frequency amplitude of feature maps (low-pass filters); Convs and MLPs "
+             "amplify it (high-pass filters); Sec. 3, Fig. 8.")
+    return _block_claim(results, "high_frequency_delta", "high-frequency amplitude", paper, preset,
+                        "msa_lower_fraction", "conv_mlp_raise_fraction")
+
+
+def _pick(results: Mapping[str, Any], msa: bool) -> str | None:
+    for name, r in results.items():
+        if has_msa(r.kinds) == msa and (msa or "conv" in r.kinds):
+            return name
+    return None
+
+
+def band_means(result: RobustnessResult, high: float = HIGH_BAND) -> tuple[float, float]:
+    """Mean accuracy change (fraction) under noise bands below and at/above ``high`` (units of pi)."""
+    f, d = np.asarray(result.f_centers), np.asarray(result.delta_accuracy, dtype=float)
+    lo = float(d[f < high].mean()) if (f < high).any() else float("nan")
+    hi = float(d[f >= high].mean()) if (f >= high).any() else float("nan")
+    return lo, hi
+
+
+def claim_fourier(
+    fourier: Mapping[str, FourierResult], robustness: Mapping[str, RobustnessResult], preset: str = ""
+) -> Claim:
+    """Fig. 2's claim for a Conv model (ResNet: conv blocks, no MSA) against an MSA model (ViT).
+
+    (a) the high-frequency relative log amplitude, averaged over the spatial blocks after the
+    embedding, is lower for the MSA model; (b) the MSA model loses less accuracy than the Conv
+    model under high-frequency noise (bands >= ``HIGH_BAND`` pi). Holds when both do."""
+    paper = ("MSAs (ViT) reduce high-frequency signals while Convs (ResNet) amplify them (Fig. 2a), so ViT is "
+             "robust against high-frequency noise and ResNet is vulnerable to it (Fig. 2b); Sec. 3.")
+    cnn, vit = _pick(fourier, msa=False), _pick(fourier, msa=True)
+    if cnn is None or vit is None:
+        raise ValueError(f"claim_fourier needs a Conv model and an MSA model; got {list(fourier)}")
+    measured: dict[str, float] = {}
+    hf = {}
+    for name in (cnn, vit):
+        r = fourier[name]
+        hf[name] = float(np.mean(np.asarray(r.high_frequency)[1:])) if len(r.high_frequency) > 1 else float("nan")
+        measured[f"{name}: mean Δlog amplitude at π"] = hf[name]
+    rb: dict[str, tuple[float, float]] = {}
+    for name in (cnn, vit):
+        if name in robustness:
+            rb[name] = band_means(robustness[name])
+            measured[f"{name}: Δacc low bands"] = rb[name][0]
+            measured[f"{name}: Δacc high bands"] = rb[name][1]
+    a = hf[vit] < hf[cnn] if not (math.isnan(hf[vit]) or math.isnan(hf[cnn])) else None
+    b = None
+    if cnn in rb and vit in rb and not (math.isnan(rb[cnn][1]) or math.isnan(rb[vit][1])):
+        b = None if rb[vit][1] == rb[cnn][1] else rb[vit][1] > rb[cnn][1]
+    words_a = (f"{vit}'s feature maps keep {'less' if a else 'more'} high-frequency amplitude than {cnn}'s "
+               f"({hf[vit]:+.3f} vs {hf[cnn]:+.3f})") if a is not None else "(a) undecided"
+    if b is None:
+        words_b = "(b) undecided: the noise changed both models' accuracy equally"
+    else:
+        words_b = (f"under high-frequency noise {vit} lost {-100 * rb[vit][1]:.1f} and {cnn} "
+                   f"{-100 * rb[cnn][1]:.1f} percentage points")
+    holds = None if a is None or b is None else bool(a and b)
+    if holds:
+        head = "holds in this run"
+    elif holds is None:
+        head = "partly undecided in this run"
+    else:
+        head = "holds only in part in this run" if (a or b) else "does not hold in this run"
+    return Claim(paper, measured, holds, f"{head}: {words_a}; {words_b}.", preset)
+
+
+def stage_similarity(cka: CKAResult, stages: Sequence[int]) -> tuple[float, float]:
+    """Mean CKA of block pairs within a stage and across stages (off-diagonal, Conv/MSA/MLP/pool
+    blocks only: the embedding and the head are left out). NaN where there is no such pair."""
+    keep = [i for i, k in enumerate(cka.kinds) if k in ("conv", "msa", "mlp", "pool")]
+    within, across = [], []
+    for a in keep:
+        for b in keep:
+            if a < b:
+                (within if stages[a] == stages[b] else across).append(float(cka.matrix[a, b]))
+    return (float(np.mean(within)) if within else float("nan"), float(np.mean(across)) if across else float("nan"))
+
+
+def end_of_stage_lesion(lesion: LesionResult, stages: Sequence[int], kind: str = "msa") -> tuple[float, int]:
+    """Fraction of stages (with at least two residual ``kind`` blocks) where removing the last such
+    block costs more accuracy than removing the first, and the number of such stages."""
+    by_stage: dict[int, list[tuple[int, float]]] = {}
+    for i, k, d in zip(lesion.index, lesion.kinds, lesion.delta_accuracy):
+        if k == kind:
+            by_stage.setdefault(int(stages[i]), []).append((i, float(d)))
+    hits = [s[-1][1] < s[0][1] for s in by_stage.values() if len(s) >= 2]
+    return (float(np.mean(hits)) if hits else float("nan")), len(hits)
+
+
+def claim_similarity(
+    cka: Mapping[str, CKAResult],
+    lesion: Mapping[str, LesionResult],
+    features: Mapping[str, Features],
+    preset: str = "",
+) -> Claim:
+    """Fig. 10's claims: (a) multi-stage models (ResNet, Swin) behave like a series of small models:
+    block similarity (CKA) is higher within a stage than across stages; (b) MSAs at the end of a
+    stage matter: removing the last MSA of a stage costs more accuracy than removing the first.
+
+    ``features`` supply each block's stage. Holds when (a) holds for every multi-stage model and
+    (b) in more than half of the stages with two or more MSAs."""
+    paper = ("Multi-stage models behave like a series of small models: representations are similar within a "
+             "stage and change across stages (Fig. 10a); MSAs at the end of a stage matter most: removing "
+             "one hurts more than removing an earlier MSA (Fig. 10b); Sec. 4.1.")
+    measured: dict[str, float] = {}
+    a_ok: list[bool] = []
+    for name, r in cka.items():
+        w, x = stage_similarity(r, features[name].stages)
+        measured[f"{name}: CKA within stage"] = w
+        if not math.isnan(x):
+            measured[f"{name}: CKA across stages"] = x
+            if not math.isnan(w):
+                a_ok.append(w > x)
+    hits, n = [], 0
+    for name, r in lesion.items():
+        frac, k = end_of_stage_lesion(r, features[name].stages, "msa")
+        if k:
+            measured[f"{name}: stages where last MSA lesion hurts more"] = frac
+            hits.append(frac * k)
+            n += k
+    a = bool(all(a_ok)) if a_ok else None
+    b = (sum(hits) / n > 0.5) if n else None
+    words_a = ("(a) undecided: no multi-stage model with two blocks in a stage" if a is None else
+               f"(a) {'every' if a else f'only {sum(a_ok)} of {len(a_ok)}'} multi-stage model"
+               f"{'' if a else 's'} showed higher CKA within stages than across")
+    words_b = ("(b) undecided: no stage holds two MSAs" if b is None else
+               f"(b) removing the last MSA hurt more than removing the first in {sum(hits):.0f} of {n} stages")
+    holds = None if a is None and b is None else bool((a is not False) and (b is not False))
+    head = "holds in this run" if holds else ("undecided in this run" if holds is None else
+                                               "does not hold (fully) in this run")
+    return Claim(paper, measured, holds, f"{head}: {words_a}; {words_b}.", preset)

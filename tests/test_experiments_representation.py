@@ -1,0 +1,178 @@
+"""hdvit_lib.experiments.representation: the chapter steps on untrained tiny models and the claim
+checks on hand-made results whose verdicts are known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hdvit_lib.analysis.cka import CKAResult
+from hdvit_lib.analysis.features import clear_cache
+from hdvit_lib.analysis.fourier import FourierResult
+from hdvit_lib.analysis.lesion import LesionResult
+from hdvit_lib.analysis.robustness import RobustnessResult
+from hdvit_lib.analysis.variance import VarianceResult
+from hdvit_lib.experiments import representation as rep
+from hdvit_lib.models import get_model
+
+torch.set_num_threads(1)
+CFG = {"name": "smoke", "device": "cpu"}
+
+
+@pytest.fixture()
+def models_and_batches(tmp_path, monkeypatch):
+    monkeypatch.setenv("HDVIT_CACHE", str(tmp_path))
+    clear_cache()
+    torch.manual_seed(0)
+    models = {"resnet50": get_model("resnet50", tiny=True).eval(), "swin_ti": get_model("swin_ti", tiny=True).eval()}
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(16, 3, 32, 32, generator=g), torch.randint(0, 10, (16,), generator=g)) for _ in range(2)]
+    return models, batches
+
+
+def test_features_shared_and_variance_matches_a_dense_computation(models_and_batches, tmp_path):
+    models, batches = models_and_batches
+    feats = rep.features_by_model(models, batches, CFG)
+    assert rep.features_by_model(models, batches, CFG)["swin_ti"] is feats["swin_ti"]  # one pass per model
+    assert list((tmp_path / "features").glob("features-*.pt"))  # cached on disk beside the models
+    var = rep.variance_by_model(feats)
+    # independent: run the blocks by hand, variance over H, W per (image, channel), averaged
+    x = torch.cat([b[0] for b in batches])
+    blocks = models["resnet50"].blocks()
+    with torch.no_grad():
+        for i, b in enumerate(blocks):
+            x = b.module(x)
+            if x.ndim == 4:
+                a = x.double().numpy()
+                ref = a.reshape(a.shape[0], a.shape[1], -1).var(axis=-1, ddof=1).mean()
+                assert var["resnet50"].variance[i] == pytest.approx(ref, rel=1e-6)
+    four = rep.fourier_by_model(feats)
+    assert set(four) == {"resnet50", "swin_ti"} and four["swin_ti"].model == "swin_ti"
+    cka = rep.cka_by_model(feats, batch_size=16)
+    np.testing.assert_allclose(np.diag(cka["swin_ti"].matrix), 1.0, atol=1e-9)
+
+
+def test_robustness_uses_the_same_noise_for_every_model(models_and_batches):
+    models, batches = models_and_batches
+    twin = {"a": models["swin_ti"], "b": models["swin_ti"]}
+    r = rep.robustness_by_model(twin, batches, CFG, magnitude=0.5, seed=3)
+    np.testing.assert_array_equal(r["a"].accuracy, r["b"].accuracy)
+    np.testing.assert_array_equal(r["a"].loss, r["b"].loss)
+    assert r["a"].magnitude == 0.5 and r["a"].n_images == 32
+
+
+def test_pooled_fraction_counts_signs_and_skips_nan():
+    frac, n = rep.pooled_fraction([np.array([-1.0, 2.0, np.nan]), np.array([-0.5, -3.0])], "lower")
+    assert (frac, n) == (0.75, 4)
+    frac, n = rep.pooled_fraction([np.array([-1.0, 2.0, np.nan]), np.array([-0.5, -3.0])], "raise")
+    assert (frac, n) == (0.25, 4)
+    assert math.isnan(rep.pooled_fraction([np.array([np.nan])], "lower")[0])
+    with pytest.raises(ValueError, match="'lower' or 'raise'"):
+        rep.pooled_fraction([], "down")
+
+
+def _variance(name: str, kinds: list[str], delta: list[float]) -> VarianceResult:
+    d = np.asarray(delta, dtype=float)
+    k = np.array(kinds)
+    msa, cm = d[k == "msa"], d[np.isin(k, ["conv", "mlp"])]
+    return VarianceResult(
+        model=name, names=[f"b{i}" for i in range(len(kinds))], kinds=kinds, depth=np.linspace(0, 1, len(kinds)),
+        subsamples=[False] * len(kinds), variance=np.cumsum(d), delta=d, input_variance=0.0,
+        msa_reduce_fraction=float((msa < 0).mean()) if msa.size else float("nan"),
+        conv_mlp_increase_fraction=float((cm > 0).mean()) if cm.size else float("nan"), n_images=8,
+    )
+
+
+def test_claim_variance_verdicts():
+    vit = _variance("vit", ["embed", "msa", "mlp", "msa", "mlp", "head"], [1, -1, 2, -1, 2, np.nan])
+    cnn = _variance("cnn", ["embed", "conv", "conv", "head"], [1, 2, -1, np.nan])
+    c = rep.claim_variance({"vit": vit, "cnn": cnn}, preset="smoke")
+    # MSA: 2 of 2 lowered; Conv/MLP: 3 of 4 raised (pooled over models)
+    assert c.holds is True
+    assert c.measured["all models: MSA lowered"] == 1.0
+    assert c.measured["all models: Conv/MLP raised"] == 0.75
+    assert c.measured["cnn: Conv/MLP raised"] == 0.5 and "cnn: MSA lowered" not in c.measured
+    assert "holds in this run" in c.verdict and "preset smoke" in str(c)
+
+    vit_bad = _variance("vit", ["embed", "msa", "mlp", "msa", "mlp"], [1, 1, 2, 1, 2])
+    c = rep.claim_variance({"vit": vit_bad})
+    assert c.holds is False and "in part" in c.verdict  # MSAs raised, MLPs raised
+    c = rep.claim_variance({"vit": _variance("vit", ["embed", "msa", "mlp"], [1, 1, -1])})
+    assert c.holds is False and "does not hold" in c.verdict
+
+
+def _fourier(name: str, kinds: list[str], high: list[float]) -> FourierResult:
+    h = np.asarray(high, dtype=float)
+    delta = np.concatenate([[np.nan], np.diff(h)])
+    return FourierResult(
+        model=name, names=[f"b{i}" for i in range(len(kinds))], kinds=kinds, depth=np.linspace(0, 1, len(kinds)),
+        subsamples=[False] * len(kinds), curves=[np.array([0.0, x]) for x in h], freqs=[np.array([0.0, 1.0])] * len(h),
+        high_frequency=h, high_frequency_delta=delta, msa_lower_fraction=float("nan"),
+        conv_mlp_raise_fraction=float("nan"), include_nyquist=True, n_images=8,
+    )
+
+
+def _robust(name: str, delta: list[float]) -> RobustnessResult:
+    d = np.asarray(delta, dtype=float)
+    f = np.round(np.arange(1, len(d) + 1) * 0.1, 1)
+    return RobustnessResult(model=name, f_centers=f, bandwidth=0.1, magnitude=0.1, clean_accuracy=0.8,
+                            clean_loss=1.0, accuracy=0.8 + d, loss=np.ones_like(d), delta_accuracy=d, n_images=8)
+
+
+def test_claim_fourier_and_high_frequency():
+    four = {"resnet": _fourier("resnet", ["embed", "conv", "conv"], [0.0, 0.5, 1.0]),
+            "vit": _fourier("vit", ["embed", "msa", "mlp", "msa"], [0.0, -0.5, -0.2, -0.6])}
+    rob = {"resnet": _robust("resnet", [-0.01, -0.01, -0.01, -0.01, -0.2, -0.3]),
+           "vit": _robust("vit", [-0.1, -0.1, -0.1, -0.1, -0.02, -0.02])}
+    assert rep.band_means(rob["vit"]) == pytest.approx((-0.1, -0.02))
+    c = rep.claim_fourier(four, rob, preset="cpu")
+    assert c.holds is True
+    assert c.measured["vit: mean Δlog amplitude at π"] == pytest.approx(-1.3 / 3)  # blocks after the embedding
+    assert c.measured["resnet: Δacc high bands"] == pytest.approx(-0.25)
+    rob_flip = {"resnet": rob["vit"], "vit": rob["resnet"]}
+    c = rep.claim_fourier(four, rob_flip)
+    assert c.holds is False and "in part" in c.verdict
+    with pytest.raises(ValueError, match="Conv model and an MSA model"):
+        rep.claim_fourier({"vit": four["vit"]}, {})
+    hf = rep.claim_high_frequency(four)
+    # deltas: resnet conv +0.5, +0.5; vit msa -0.5, -0.4, mlp +0.3
+    assert hf.measured["all models: MSA lowered"] == 1.0 and hf.measured["all models: Conv/MLP raised"] == 1.0
+    assert hf.holds is True
+
+
+def test_stage_similarity_and_end_of_stage_lesion():
+    kinds = ["embed", "msa", "mlp", "pool", "msa", "mlp", "head"]
+    stages = [0, 0, 0, 1, 1, 1, 1]
+    m = np.eye(7)
+    m[1, 2] = m[2, 1] = 0.9  # within stage 0
+    m[3, 4] = m[4, 3] = 0.7  # within stage 1
+    m[3, 5] = m[5, 3] = m[4, 5] = m[5, 4] = 0.8
+    m[0, 1] = m[1, 0] = 0.99  # embed: left out
+    cka = CKAResult(model="s", names=[str(i) for i in range(7)], kinds=kinds, depth=np.linspace(0, 1, 7),
+                    matrix=m, n_images=8, n_batches=1)
+    within, across = rep.stage_similarity(cka, stages)
+    assert within == pytest.approx((0.9 + 0.7 + 0.8 + 0.8) / 4)
+    assert across == pytest.approx(0.0)  # the six cross-stage pairs are all 0
+    les = LesionResult(model="s", index=[1, 2, 4, 5], names=["1", "2", "4", "5"], kinds=["msa", "mlp", "msa", "msa"],
+                       depth=np.linspace(0, 1, 4), accuracy=np.zeros(4), loss=np.zeros(4),
+                       delta_accuracy=np.array([-0.1, -0.5, -0.05, -0.2]), delta_loss=np.zeros(4),
+                       clean_accuracy=0.5, clean_loss=1.0, n_images=8)
+    # stage 0 holds one MSA (skipped); stage 1: last MSA (-0.2) hurts more than the first (-0.05)
+    assert rep.end_of_stage_lesion(les, [0, 0, 0, 1, 1, 1, 1]) == (1.0, 1)
+
+
+def test_claim_similarity_on_real_tiny_models(models_and_batches):
+    models, batches = models_and_batches
+    feats = rep.features_by_model(models, batches, CFG)
+    cka = rep.cka_by_model(feats, batch_size=16)
+    les = rep.lesion_by_model(models, batches, CFG)
+    c = rep.claim_similarity(cka, les, feats, preset="smoke")
+    w, x = rep.stage_similarity(cka["swin_ti"], feats["swin_ti"].stages)
+    assert c.measured["swin_ti: CKA within stage"] == w and c.measured["swin_ti: CKA across stages"] == x
+    assert math.isnan(c.measured["resnet50: CKA within stage"])  # tiny ResNet: one block per stage
+    frac, n = rep.end_of_stage_lesion(les["swin_ti"], feats["swin_ti"].stages)
+    assert n == 3 and c.measured["swin_ti: stages where last MSA lesion hurts more"] == frac
+    assert c.holds in (True, False) and "Verdict" in str(c)
