@@ -5,11 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self
 
 import numpy as np
-
-T = TypeVar("T", bound="Result")
 
 
 def _encode(v: Any) -> Any:
@@ -42,14 +40,14 @@ class Result:
         return {f.name: _encode(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
-    def from_dict(cls: type[T], d: dict[str, Any]) -> T:
+    def from_dict(cls, d: dict[str, Any]) -> Self:
         return cls(**{k: _decode(v) for k, v in d.items()})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_json(cls: type[T], s: str) -> T:
+    def from_json(cls, s: str) -> Self:
         return cls.from_dict(json.loads(s))
 
     def save(self, path: str | Path) -> None:
@@ -60,5 +58,5 @@ class Result:
         tmp.replace(p)
 
     @classmethod
-    def load(cls: type[T], path: str | Path) -> T:
+    def load(cls, path: str | Path) -> Self:
         return cls.from_json(Path(path).read_text())
