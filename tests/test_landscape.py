@@ -102,7 +102,7 @@ def test_grid_centre_vmap_equals_loop_and_direct(name: str) -> None:
     model = make(name)
     batches = data()
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    ls = loss_landscape(model, batches, n_points=5, span=0.5, weight_decay=0.05, chunk=7, progress=False)
+    ls = loss_landscape(model, batches, n_points=5, span=0.5, weight_decay=0.05, chunk=7, backend="vmap", progress=False)
     assert ls.backend == "vmap"
     loop = loss_landscape(model, batches, n_points=5, span=0.5, weight_decay=0.05, backend="loop", progress=False)
     np.testing.assert_allclose(ls.nll, loop.nll, rtol=1e-5)

@@ -139,8 +139,9 @@ def loss_landscape(
     The model runs in eval mode (:func:`~hdvit_lib.analysis.hessian.analysis_mode`; restored).
 
     backend: ``"vmap"`` evaluates ``chunk`` grid points in one vmapped call over stacked weights;
-    ``"loop"`` one grid point at a time (still no copy of the model); ``"auto"`` tries vmap and
-    falls back to the loop (e.g. for data-dependent control flow).
+    ``"loop"`` one grid point at a time (still no copy of the model); ``"auto"``: the loop on a CPU
+    (where vmap measured 1.4x slower than it), else vmap, falling back to the loop where vmap fails
+    (e.g. data-dependent control flow).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
@@ -158,7 +159,8 @@ def loss_landscape(
     nll = torch.zeros(len(ab), dtype=torch.float64)
     correct = torch.zeros(len(ab), dtype=torch.float64)
     l2 = torch.zeros(len(ab), dtype=torch.float64)
-    used = "loop" if backend == "loop" else None
+    # on a CPU the vmapped (grouped) convolutions measured slower than the loop (benchmarks/RESULTS.md)
+    used = "loop" if backend == "loop" or (backend == "auto" and dev.type == "cpu") else None
     t0 = time.perf_counter()
     with analysis_mode(model), torch.no_grad():
         for s in tqdm(range(0, len(ab), chunk), desc="loss landscape", disable=not progress):
