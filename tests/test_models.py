@@ -84,10 +84,20 @@ def test_tiny_blocks_reproduce_forward(name: str) -> None:
     if name in ("vit_ti", "vit_local", "pit_ti", "swin_ti"):
         inner = [k for k in kinds[1:-1] if k != "pool"]
         assert inner == ["msa", "mlp"] * (len(inner) // 2)
-    if name == "pit_ti":
-        assert kinds.count("pool") == 2
-    if name == "swin_ti":
-        assert kinds.count("pool") == 2  # three stages in the tiny variant
+    stages = [b.stage for b in blocks]
+    assert stages == sorted(stages)
+    n_stages = {"vit_ti": 1, "vit_local": 1, "pit_ti": 3, "swin_ti": 3}.get(name, 4)
+    assert sorted(set(stages)) == list(range(n_stages))
+    # pooling blocks open stages 1..n-1 and halve the feature map
+    pools = [i for i, b in enumerate(blocks) if b.kind == "pool"]
+    assert len(pools) == (n_stages - 1 if name in ("pit_ti", "swin_ti") else 0)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        _, outs = run_blocks(blocks, x, keep=True)
+    for i in pools:
+        before, after = as_feature_map(outs[i - 1], blocks[i - 1]), as_feature_map(outs[i], blocks[i])
+        assert after.shape[-1] == before.shape[-1] // 2 and after.shape[1] == 2 * before.shape[1]
+        assert blocks[i].stage == blocks[i - 1].stage + 1
 
 
 @pytest.mark.parametrize("name", BASES)
@@ -112,7 +122,7 @@ def test_lesion_removes_residual_branch() -> None:
     # AlterNet (pre-activation): lesioning a projection block keeps shortcut(relu(bn(x))).
     net = get_model("alternet50_tiny").eval()
     blk = net.layer2[0]
-    h = torch.randn(2, 32, 32, 32)
+    h = torch.randn(2, blk.bn.num_features, 32, 32)
     with torch.no_grad():
         ref = blk.shortcut(torch.relu(blk.bn(h)))
         torch.testing.assert_close(blk.lesioned()(h), ref)

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import Block
 from .parts import check_len, divisors
+from .resnet import StagedNet
 
 
 def _conv(c_in: int, c_out: int, k: int = 1, stride: int = 1) -> nn.Conv2d:
@@ -135,6 +135,8 @@ class MSABlock(_PreActBlock):
     """Pre-activation MSA block (official ``AttentionBlockB``): bn-relu, 1x1 conv to C/4, bn,
     local MSA back to the block's output width."""
 
+    kind = "msa"
+
     def __init__(self, c_in: int, channels: int, stride: int = 1, heads: int = 8, dim_head: int = 64,
                  window: int = 4) -> None:
         super().__init__()
@@ -175,7 +177,7 @@ def msa_positions_from_counts(num_blocks: Sequence[int], msa_per_stage: Sequence
     return out
 
 
-class AlterNet(nn.Module):
+class AlterNet(StagedNet):
     """Pre-activation ResNet with MSA blocks at ``msa_positions[stage]`` (block indices)."""
 
     def __init__(self, num_blocks: Sequence[int] = (3, 4, 6, 4), msa_per_stage: Sequence[int] = (0, 1, 1, 2),
@@ -212,22 +214,3 @@ class AlterNet(nn.Module):
             setattr(self, f"layer{i + 1}", nn.Sequential(*seq))
         self.num_stages = n
         self.classifier = nn.Sequential(_BNGAPHead(c_in, num_classes))
-
-    def stages(self) -> list[nn.Sequential]:
-        return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layer0(x)
-        for stage in self.stages():
-            x = stage(x)
-        return self.classifier(x)
-
-    def blocks(self) -> list[Block]:
-        """stem (embed), conv / msa blocks in order, head."""
-        out = [Block("stem", "embed", self.layer0, stage=0)]
-        for i, stage in enumerate(self.stages()):
-            for j, blk in enumerate(stage):
-                kind = "msa" if isinstance(blk, MSABlock) else "conv"
-                out.append(Block(f"stage{i + 1}.block{j}.{kind}", kind, blk, shortcut=blk.lesioned(), stage=i))
-        out.append(Block("head", "head", self.classifier, layout="vector", stage=self.num_stages - 1))
-        return out

@@ -90,7 +90,36 @@ class GAPHead(nn.Module):
         return self.dense(self.gap(x).flatten(1))
 
 
-class ResNet(nn.Module):
+class StagedNet(nn.Module):
+    """Shared surface of the CNNs: ``layer0`` stem, ``layer1..N`` stages, ``classifier`` head.
+
+    Subclasses set ``num_stages``; each residual block provides ``lesioned()`` and optionally a
+    class attribute ``kind`` ("conv" by default, "msa" for AlterNet's attention blocks).
+    """
+
+    num_stages: int
+
+    def stages(self) -> list[nn.Sequential]:
+        return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer0(x)
+        for stage in self.stages():
+            x = stage(x)
+        return self.classifier(x)
+
+    def blocks(self) -> list[Block]:
+        """Stem (embed), one ``conv`` (or ``msa``) block per residual block, head."""
+        out = [Block("stem", "embed", self.layer0, layout="nchw", stage=0)]
+        for i, stage in enumerate(self.stages()):
+            for j, blk in enumerate(stage):
+                kind = getattr(blk, "kind", "conv")
+                out.append(Block(f"stage{i + 1}.block{j}.{kind}", kind, blk, shortcut=blk.lesioned(), stage=i))
+        out.append(Block("head", "head", self.classifier, layout="vector", stage=self.num_stages - 1))
+        return out
+
+
+class ResNet(StagedNet):
     """CIFAR ResNet: 3x3 stem, four stages of residual blocks, GAP + linear head."""
 
     def __init__(
@@ -111,24 +140,6 @@ class ResNet(nn.Module):
             setattr(self, f"layer{i + 1}", nn.Sequential(*seq))
         self.num_stages = len(num_blocks)
         self.classifier = nn.Sequential(GAPHead(c_in, num_classes))
-
-    def stages(self) -> list[nn.Sequential]:
-        return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layer0(x)
-        for stage in self.stages():
-            x = stage(x)
-        return self.classifier(x)
-
-    def blocks(self) -> list[Block]:
-        """Stem (embed), one ``conv`` block per residual block, head."""
-        out = [Block("stem", "embed", self.layer0, layout="nchw", stage=0)]
-        for i, stage in enumerate(self.stages()):
-            for j, blk in enumerate(stage):
-                out.append(Block(f"stage{i + 1}.block{j}", "conv", blk, shortcut=blk.lesioned(), stage=i))
-        out.append(Block("head", "head", self.classifier, layout="vector", stage=self.num_stages - 1))
-        return out
 
 
 def resnet(depth: int, num_classes: int = 10, widths: Sequence[int] = (64, 128, 256, 512),
