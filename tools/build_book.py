@@ -14,6 +14,7 @@ A failing notebook fails the build (nothing is rendered).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nbexec import ROOT, chapter_notebooks, execute
 
 VENDOR = ROOT / "_vendor"
-VENDOR_FILES = ("require.min.js", "embed-amd.js", "mathjax/es5/tex-chtml.js")
+VENDOR_FILES = ("require.min.js", "hdvit-widgets.js", "embed-amd.js", "mathjax/es5/tex-chtml.js")
 
 
 def stage(src: Path, notebooks: Path, toc: Path) -> list[Path]:
@@ -40,6 +41,8 @@ def stage(src: Path, notebooks: Path, toc: Path) -> list[Path]:
     shutil.copy2(ROOT / "_config.yml", src / "_config.yml")
     shutil.copy2(toc, src / "_toc.yml")
     shutil.copytree(ROOT / "book", src / "book")
+    (src / "_ext").mkdir()
+    shutil.copy2(ROOT / "tools" / "hdvit_sphinx.py", src / "_ext" / "hdvit_sphinx.py")
     shutil.copytree(VENDOR, src / "_site_extra" / "_static" / "_vendor", ignore=shutil.ignore_patterns(".*", "README.md"))
     return chapter_notebooks(notebooks)
 
@@ -84,7 +87,9 @@ def sphinx(src: Path, html: Path, strict: bool) -> None:
     if strict:
         cmd += ["-W", "--keep-going"]
     print("[book] " + " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    # `jupyter-book config sphinx` does not put local_extensions on the path; do it here
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(src / "_ext"), os.environ.get("PYTHONPATH")]))}
+    subprocess.run(cmd, check=True, env=env)
 
 
 def main() -> None:

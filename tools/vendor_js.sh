@@ -2,6 +2,7 @@
 # Vendor the JavaScript the site needs so that it loads nothing from a CDN:
 #   RequireJS + @jupyter-widgets/html-manager (embed-amd.js, for ipywidgets' embedded state)
 #   MathJax 3 (es5/tex-chtml.js with its CHTML fonts and TeX extensions).
+# _vendor/hdvit-widgets.js (committed) adapts embed-amd.js to this layout and to MathJax 3.
 # Fetched once from the npm registry with `npm pack` (too large to commit: ~8 MB); cached in _vendor/.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -15,7 +16,7 @@ command -v npm >/dev/null || { echo "vendor_js: npm is needed (apt-get install n
 TMP="$(mktemp -d)"; trap 'rm -rf "$TMP"' EXIT
 (cd "$TMP" && npm pack --silent "$HTML_MANAGER" "$MATHJAX" "$REQUIREJS" >/dev/null)
 for t in "$TMP"/*.tgz; do mkdir -p "${t%.tgz}" && tar xzf "$t" -C "${t%.tgz}"; done
-find "$DEST" -mindepth 1 ! -name .gitignore ! -name README.md -exec rm -rf {} +
+find "$DEST" -mindepth 1 ! -name .gitignore ! -name README.md ! -name 'hdvit-*.js' -exec rm -rf {} +
 HM="$(ls -d "$TMP"/jupyter-widgets-html-manager-*/package)"
 MJ="$(ls -d "$TMP"/mathjax-*/package)"
 RJ="$(ls -d "$TMP"/requirejs-*/package)"
