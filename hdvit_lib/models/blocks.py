@@ -61,7 +61,7 @@ def as_feature_map(x: torch.Tensor, block: Block) -> torch.Tensor | None:
     if block.layout == "tokens":
         t = x[:, block.prefix_tokens :, :]
         n = t.shape[1]
-        side = int(round(n**0.5))
+        side = round(n**0.5)
         if side * side != n:
             raise ValueError(f"{block.name}: {n} patch tokens do not form a square grid")
         return t.transpose(1, 2).reshape(x.shape[0], x.shape[2], side, side)
