@@ -62,12 +62,19 @@ def remap_resnet50(sd: StateDict, target: StateDict) -> StateDict:
     return dict(sd)
 
 
+_VIT_BLOCKS = re.compile(r"^blocks\.")
+
+
 def remap_vit(sd: StateDict, target: StateDict) -> StateDict:
-    """ViT-Ti: identity. timm 0.5.4 and 1.0 ``VisionTransformer`` share every key
-    (``cls_token``, ``pos_embed`` (1, 257, 192), ``patch_embed.proj``, ``blocks.N.{norm1, attn.qkv,
-    attn.proj, norm2, mlp.fc1, mlp.fc2}``, ``norm``, ``head``); ``qkv_bias=False`` on both sides.
-    timm 1.0's extra modules (``q_norm``, ``ls1``, ``fc_norm``, ...) are identities without keys."""
-    return dict(sd)
+    """ViT-Ti: timm 0.5.4 and 1.0 ``VisionTransformer`` share every key (``cls_token``,
+    ``pos_embed`` (1, 257, 192), ``patch_embed.proj``, ``blocks.N.{norm1, attn.qkv, attn.proj, norm2,
+    mlp.fc1, mlp.fc2}``, ``norm``, ``head``); ``qkv_bias=False`` on both sides; timm 1.0's extra
+    modules (``q_norm``, ``ls1``, ``fc_norm``, ...) are identities without keys. The one rename:
+    our zoo's ViT holds timm's ``blocks`` container as ``transformer`` (``model.blocks()`` is the
+    block listing), so ``blocks.N.*`` -> ``transformer.N.*`` when our model uses that name."""
+    if "transformer.0.norm1.weight" not in target:
+        return dict(sd)
+    return {_VIT_BLOCKS.sub("transformer.", k): v for k, v in sd.items()}
 
 
 _PIT_POOL = re.compile(r"^transformers\.(\d+)\.pool\.")

@@ -51,6 +51,7 @@ def timm_reference(name: str, num_classes: int = 100) -> torch.nn.Module:
     pytest.skip(f"no timm reference for {name}")
 
 
+@functools.cache
 def zoo_model(name: str, num_classes: int = 100) -> torch.nn.Module:
     try:
         from hdvit_lib.models import get_model
@@ -165,7 +166,10 @@ def test_load_places_every_tensor(name, builder, releases, monkeypatch):
             p.zero_()
     out = P.load_pretrained(name, cache_dir=path.parent, model=model)
     assert out is model and not model.training
+    keys = model.state_dict()
     for official, ours in PLACEMENT[name].items():
+        if ours not in keys and name == "vit_ti":  # the zoo's ViT names timm's `blocks` `transformer`
+            ours = ours.replace("blocks.", "transformer.", 1)
         assert torch.equal(tensor_at(model, ours), sd[official]), (official, ours)
     # every parameter came from the checkpoint: parameter count and sum of squares agree
     n_params = json.loads((JSON_DIR / JSON[name]).read_text())["num_params"]
@@ -268,8 +272,8 @@ def test_strict_errors_list_keys():
     assert "transformers.2.pool.fc.bias" in msg and "extra.weight" in msg and "head.weight: checkpoint (10, 256)" in msg
 
 
-def test_swin_window_buffers_checked():
-    sd = fake_state_dict("swin_ti")
+def test_swin_window_buffers_checked(releases):
+    sd = dict(releases["swin_ti"][0])
     sd["layers.1.blocks.1.attn_mask"] = torch.zeros_like(sd["layers.1.blocks.1.attn_mask"])  # as if never shifted
     with pytest.raises(P.CheckpointMismatchError, match="window"):
         P.load_state_dict_into(timm_reference("swin_ti"), "swin_ti", sd)
