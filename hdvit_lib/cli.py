@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from hdvit_lib.train import distributed
+    from hdvit_lib import distributed
     from hdvit_lib.train.cache import load_or_train
 
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr))

@@ -1,13 +1,18 @@
-"""Small helpers to shard an analysis over processes (``torchrun``) and put the results back.
+"""Processes under ``torchrun``: the process group, rank helpers, collectives, and sharding.
 
-A per-item analysis (e.g. the Hessian spectrum of each of 312 mini-batches) runs as::
+One implementation for the whole library (``hdvit_lib.train.distributed`` re-exports it).
+``torchrun --nproc_per_node=N -m hdvit_lib train|analyze ...`` sets ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``; :func:`setup` joins the process group (NCCL with CUDA, Gloo without) and returns
+this process's device. With one process every helper degrades to the identity, so library code
+calls them unconditionally.
 
-    init_distributed()                      # no-op in a plain `python` run
-    mine = shard(batches)                   # this rank's items
-    out = gather_shards([f(b) for b in mine], n=len(batches))   # every rank: all results, in order
+Training (DDP): :func:`shard_train_loader` / :func:`shard_eval_loader` give each rank its part
+of every global batch / of the evaluation set. Per-item analyses (e.g. the Hessian spectrum of
+each of 312 mini-batches) run as::
 
-With one process everything degrades to the identity, so library code calls these helpers
-unconditionally. Backend: NCCL when CUDA is available, Gloo otherwise.
+    setup()                                 # no-op in a plain `python` run
+    mine = shard(batches, "strided")        # this rank's items
+    out = gather_shards([f(b) for b in mine], n=len(batches), mode="strided")  # every rank: all, in order
 """
 
 from __future__ import annotations
@@ -18,17 +23,19 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 
 T = TypeVar("T")
 MODES = ("contiguous", "strided")
 
 
+# ----------------------------------------------------------------------------- the process group
 def init_distributed(backend: str | None = None) -> bool:
     """Join the process group described by torchrun's environment (``RANK``, ``WORLD_SIZE``,
     ``MASTER_ADDR``, ``MASTER_PORT``, ``LOCAL_RANK``), if there is one.
 
-    Returns True when running with more than one process. Idempotent. With CUDA, the device is
-    set to ``LOCAL_RANK``. ``backend`` defaults to ``"nccl"`` with CUDA and ``"gloo"`` without.
+    Returns True when running with more than one process. Idempotent. With NCCL, the CUDA device
+    is set to ``LOCAL_RANK``. ``backend`` defaults to ``"nccl"`` with CUDA and ``"gloo"`` without.
     """
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size() > 1
@@ -42,6 +49,28 @@ def init_distributed(backend: str | None = None) -> bool:
     return True
 
 
+def setup() -> torch.device:
+    """Join the process group torchrun describes (if any, :func:`init_distributed`); return this
+    process's device: ``cuda:LOCAL_RANK`` (made current) with CUDA, else the CPU."""
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(local)
+    init_distributed()
+    return torch.device("cuda", local) if cuda else torch.device("cpu")
+
+
+def teardown() -> None:
+    """Leave the process group (if any)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_distributed() -> bool:
+    """True inside an initialised process group with more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def rank_world() -> tuple[int, int]:
     """``(rank, world_size)`` of the initialised process group, or ``(0, 1)`` without one."""
     if dist.is_available() and dist.is_initialized():
@@ -49,11 +78,44 @@ def rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+def rank() -> int:
+    """This process's rank (0 without a process group)."""
+    return rank_world()[0]
+
+
+def world_size() -> int:
+    """The number of processes (1 without a process group)."""
+    return rank_world()[1]
+
+
 def is_main() -> bool:
-    """True on rank 0 (and in a single-process run)."""
-    return rank_world()[0] == 0
+    """True on the process that writes files and prints (rank 0, or the only process)."""
+    return rank() == 0
 
 
+# ----------------------------------------------------------------------------- collectives
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum of ``t`` over the ranks, in place (the identity with one process)."""
+    if is_distributed():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+# ----------------------------------------------------------------------------- sharding analyses
 def shard_indices(n: int, mode: str = "contiguous", rank: int | None = None, world: int | None = None) -> list[int]:
     """Indices of ``range(n)`` that ``rank`` handles.
 
@@ -137,3 +199,38 @@ def gather_shards(local: list[Any] | torch.Tensor, n: int, mode: str = "contiguo
 def map_sharded(fn: Callable[[T], Any], items: Sequence[T], mode: str = "strided") -> list[Any]:
     """``[fn(x) for x in items]``, each rank computing its share; every rank gets the full list."""
     return gather_shards([fn(x) for x in shard(items, mode)], len(items), mode)
+
+
+# ----------------------------------------------------------------------------- sharding training data
+def _like(loader: DataLoader, dataset, batch_size: int, sampler=None) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        drop_last=loader.drop_last,
+        worker_init_fn=loader.worker_init_fn,
+        persistent_workers=loader.persistent_workers if loader.num_workers > 0 else False,
+    )
+
+
+def shard_train_loader(loader: DataLoader, global_batch: int, seed: int) -> DataLoader:
+    """The same data split across ranks: a ``DistributedSampler`` and ``global_batch / N`` per rank.
+
+    Rank ``r`` of ``N`` reads samples ``r, r + N, ...`` of the (seeded, per-epoch shuffled)
+    order, so the union over ranks of their ``k``-th batches is the ``k``-th global batch.
+    """
+    n = world_size()
+    if global_batch % n:
+        raise ValueError(f"batch_size={global_batch} does not split across {n} processes; use a multiple of {n}")
+    shuffle = isinstance(loader.sampler, RandomSampler)
+    sampler = DistributedSampler(loader.dataset, num_replicas=n, rank=rank(), shuffle=shuffle, seed=seed)
+    return _like(loader, loader.dataset, global_batch // n, sampler)
+
+
+def shard_eval_loader(loader: DataLoader) -> DataLoader:
+    """Rank ``r`` evaluates samples ``r, r + N, ...`` (no padding: sums over ranks are exact)."""
+    n = world_size()
+    return _like(loader, Subset(loader.dataset, range(rank(), len(loader.dataset), n)), loader.batch_size or 1)

@@ -24,8 +24,8 @@ import torch
 from filelock import FileLock
 from torch import nn
 
+from hdvit_lib import distributed as dist_
 from hdvit_lib.presets import get_preset
-from hdvit_lib.train import distributed as dist_
 from hdvit_lib.train.checkpoint import atomic_save, atomic_write_bytes, load
 from hdvit_lib.train.history import History
 from hdvit_lib.train.loop import train

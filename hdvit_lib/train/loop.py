@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from hdvit_lib.train import distributed as dist_
+from hdvit_lib import distributed as dist_
 from hdvit_lib.train.checkpoint import atomic_save, load, rng_state, set_rng_state
 from hdvit_lib.train.history import History
 from hdvit_lib.train.schedule import make_scheduler
