@@ -1,9 +1,11 @@
 """The model zoo: trained models by name, from the cache (:func:`load_or_train`).
 
 ``load_or_train`` lives in ``hdvit_lib.train.cache``; it is re-exported here so chapters import
-every model from one place.
+every model from one place; ``load_pretrained`` (the authors' CIFAR-100 checkpoints) lives in
+``hdvit_lib.pretrained``.
 """
 
+from hdvit_lib.pretrained import list_pretrained, load_pretrained
 from hdvit_lib.train.cache import (
     Trained,
     cache_key,
@@ -12,4 +14,12 @@ from hdvit_lib.train.cache import (
     run_config,
 )
 
-__all__ = ["Trained", "cache_key", "default_cache_dir", "load_or_train", "run_config"]
+__all__ = [
+    "Trained",
+    "cache_key",
+    "default_cache_dir",
+    "list_pretrained",
+    "load_or_train",
+    "load_pretrained",
+    "run_config",
+]

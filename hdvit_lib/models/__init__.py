@@ -17,7 +17,6 @@ from torch import nn
 
 from .alternet import AlterNet
 from .blocks import Block, as_feature_map, run_blocks
-from .official import convert_official_state_dict
 from .pit import PiT
 from .resnet import resnet
 from .swin import Swin
@@ -26,7 +25,6 @@ from .vit import ViT
 __all__ = [
     "Block",
     "as_feature_map",
-    "convert_official_state_dict",
     "count_params",
     "get_model",
     "list_models",

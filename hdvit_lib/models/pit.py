@@ -4,7 +4,7 @@ The authors' CIFAR-100 PiT-Ti (``official_checkpoints/pit_ti_cifar100.json``): p
 stride 1 (a 31x31 token grid), base dims (32, 32, 32), depths (2, 6, 4), heads (2, 4, 8), i.e.
 widths 64/128/256 on 31x31 -> 16x16 -> 8x8 grids. timm 1.0 keeps the same parameters but puts
 each depth-wise pooling at the start of the next stage (``transformers.{i+1}.pool``, where timm
-0.5.4 had ``transformers.{i}.pool``); ``convert_official_state_dict`` maps the keys.
+0.5.4 had ``transformers.{i}.pool``); ``hdvit_lib.pretrained`` maps the keys.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ window 4, embed 96, depths (2, 2, 6, 2), heads (3, 6, 12, 24), no qkv bias; feat
 
 timm 1.0 runs patch merging at the start of stages 1-3 (``layers.{i+1}.downsample``; timm 0.5.4
 had it at the end, ``layers.{i}.downsample``) and names the classifier ``head.fc``; the
-parameters are the same and ``convert_official_state_dict`` maps the keys.
+parameters are the same and ``hdvit_lib.pretrained`` maps the keys.
 """
 
 from __future__ import annotations

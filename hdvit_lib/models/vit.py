@@ -121,7 +121,7 @@ class ViT(VisionTransformer):
     """timm ``VisionTransformer`` with a class token, optionally with local (windowed) MSAs.
 
     ``model.blocks()`` is the zoo's block listing, so timm's ``blocks`` container is renamed
-    ``transformer`` (keys ``transformer.N.*``; ``convert_official_state_dict`` maps the authors'
+    ``transformer`` (keys ``transformer.N.*``; ``hdvit_lib.pretrained`` maps the authors'
     ``blocks.N.*``). timm's ``forward_intermediates`` is not supported.
     """
 
