@@ -1,0 +1,243 @@
+"""hdvit_lib.experiments.alternet: block layouts, Fig. 11 numbers, build-up/robustness/Hessian plumbing
+and the claim checks, against hand-computed references (no training: the zoo is stubbed)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hdvit_lib.analysis.hessian import HessianSpectrum
+from hdvit_lib.data.corruptions import RobustnessCResult
+from hdvit_lib.experiments import alternet as alt
+from hdvit_lib.models import count_params, get_model
+from hdvit_lib.presets import get_preset
+
+
+def _layout(kinds, stages, name="m") -> alt.BlockLayout:
+    n = len(kinds)
+    return alt.BlockLayout(model=name, names=[f"b{i}" for i in range(n)], kinds=list(kinds), stages=list(stages),
+                           params=[1] * n, heads=[2 if k == "msa" else 0 for k in kinds], windows=[0] * n, n_params=n)
+
+
+def _spec(ev, name="") -> HessianSpectrum:
+    ev = np.asarray(ev, dtype=float)
+    return HessianSpectrum(eigenvalues=ev, n_hvp=np.ones(len(ev)), converged=np.ones(len(ev), bool), model=name)
+
+
+# --------------------------------------------------------------------------- Fig. 3
+
+
+@pytest.mark.parametrize("name", ["resnet50", "vit_ti", "pit_ti", "swin_ti", "alternet50", "vit_local"])
+def test_block_params_add_up_to_the_model(name):
+    model = get_model(name, num_classes=100, tiny=True)
+    lay = alt.block_layout(model, name)
+    assert lay.n_params == count_params(model)
+    assert sum(lay.params) == count_params(model)  # the blocks cover every parameter exactly once
+    assert lay.kinds == [b.kind for b in model.blocks()]
+
+
+def test_repeating_pattern_by_hand():
+    cnn = alt.repeating_pattern(_layout(["embed", "conv", "conv", "conv", "head"], [0, 0, 1, 1, 1]))
+    assert cnn["pattern"].startswith("CNN") and cnn["n_conv"] == 3 and cnn["n_stages"] == 2
+    vit = alt.repeating_pattern(_layout(["embed", "msa", "mlp", "msa", "conv", "head"], [0] * 6))
+    assert vit["pattern"].startswith("alternating")  # one conv makes it hybrid
+    assert vit["msa_then_mlp"] == 0.5
+    tr = alt.repeating_pattern(_layout(["embed", "msa", "mlp", "pool", "msa", "mlp", "head"], [0, 0, 0, 1, 1, 1, 1]))
+    assert tr["pattern"].startswith("canonical") and tr["msa_then_mlp"] == 1.0
+    # stages: 0 = C M (ends in MSA), 1 = M C (does not), 2 = C C (no MSA: not counted)
+    alt_ = alt.repeating_pattern(_layout(["conv", "msa", "msa", "conv", "conv", "conv"], [0, 0, 1, 1, 2, 2]))
+    assert alt_["msa_stage_end"] == 0.5 and alt_["n_stages"] == 3
+
+
+def test_claim_patterns_on_the_zoo_and_a_broken_alternet():
+    layouts = alt.block_layouts(["resnet50", "vit_ti", "alternet50"], tiny=True)
+    claim = alt.claim_patterns(layouts, preset="smoke")
+    assert claim.holds is True
+    assert claim.measured["alternet50 share of MSA stages ending in MSA"] == 1.0
+    assert claim.measured["resnet50 MSAs"] == 0
+    # MSAs at the *start* of stages (block 0): the alternating claim must fail
+    bad = get_model("alternet50", num_classes=100, tiny=True, msa_positions=[[], [0], [0], [0]])
+    layouts["alternet50"] = alt.block_layout(bad, "alternet50")
+    claim = alt.claim_patterns(layouts)
+    assert claim.holds is False
+    assert claim.measured["alternet50 share of MSA stages ending in MSA"] == 0.0
+
+
+def test_block_strip_figure_encodes_the_kinds():
+    layouts = alt.block_layouts(["resnet50", "alternet50"], tiny=True)
+    fig = alt.plot_block_strips(layouts)
+    z = fig.data[0].z
+    lay = layouts["alternet50"]
+    assert [alt._KIND_ORDER[int(v)] for v in z[1][: len(lay.kinds)]] == lay.kinds
+    changes = sum(sum(a != b for a, b in zip(x.stages, x.stages[1:])) for x in layouts.values())
+    assert len(fig.layout.shapes) == changes
+    assert "CNN" in fig.data[0].y[0] and "alternating" in fig.data[0].y[1]
+
+
+# --------------------------------------------------------------------------- Fig. 11
+
+
+def test_alternet50_matches_fig11():
+    layouts = alt.alternet_layouts({alt.PAPER_LABEL: (0, 1, 1, 2), "official": (0, 1, 3, 2)})
+    rows = alt.stage_table(layouts[alt.PAPER_LABEL])
+    assert [r["pattern"] for r in rows] == ["C C C", "C C C M", "C C C C C M", "C M C M"]
+    assert [r["heads"] for r in rows] == [[], [6], [12], [24]]
+    assert [r["window"] for r in rows] == [[], [4], [4], [4]]
+    assert math.isclose(sum(r["params_M"] for r in rows), sum(layouts[alt.PAPER_LABEL].params[1:-1]) / 1e6, abs_tol=4e-3)
+    claim = alt.claim_params(layouts[alt.PAPER_LABEL])
+    assert claim.holds is True and abs(claim.measured["parameters (M)"] - 33.0) < 0.05
+    # the official default placement has two more MSAs in stage 3: another parameter count
+    other = alt.claim_params(layouts["official"])
+    assert other.measured["MSAs"] == 6
+    assert other.measured["parameters (M)"] != claim.measured["parameters (M)"]
+    fig = alt.plot_alternet(layouts)
+    assert len(fig.data) == 2 and [t.visible for t in fig.data] == [True, False]
+    assert "33.01M" in fig.layout.title.text
+
+
+# --------------------------------------------------------------------------- numbers and verdicts
+
+
+def test_binomial_se_and_noise_verdicts():
+    assert alt.binomial_se(0.5, 100) == pytest.approx(0.05)
+    assert alt.binomial_se(1.0, 100) == 0.0
+    assert math.isnan(alt.binomial_se(0.5, 0))
+    assert alt._diff_verdict(0.05, 0.03, "d")[0] is None  # 0.05 <= 2 * 0.03
+    assert alt._diff_verdict(0.07, 0.03, "d")[0] is True
+    assert alt._diff_verdict(-0.07, 0.03, "d")[0] is False
+
+
+def test_run_buildup_with_a_stub_evaluator(monkeypatch):
+    calls = []
+
+    def fake(placement, preset, *, model, seed, device, train_overrides, progress):
+        calls.append((placement, preset, train_overrides))
+        return 0.5 + 0.01 * placement[-1] - 0.02 * placement[-2]  # the last stage helps, stage 3 hurts
+
+    monkeypatch.setattr(alt, "evaluate_placement", fake)
+    cfg = get_preset("smoke")
+    trace = alt.run_buildup(cfg)
+    assert trace.blocks_per_stage == [1, 2, 2, 2]  # the tiny AlterNet, read from the model
+    assert trace.placements == [[0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 1]]  # max_evals = 3
+    assert trace.accepted == [True, True, False]
+    assert trace.best_placement == [0, 0, 0, 1] and trace.best_metric == pytest.approx(0.51)
+    assert all(c[1] == "smoke" and c[2] == {"epochs": 1, "warmup_epochs": 0} for c in calls)
+    assert alt.buildup_step(trace) == ([0, 0, 0, 0], [0, 0, 0, 1])
+    claim = alt.claim_buildup(trace, n_test=500)
+    assert claim.holds is None  # +0.01 on 500 images is noise
+    assert claim.measured["MSAs accepted"] == 1
+    assert "1 epoch(s)" in alt.describe_buildup_budget(cfg)
+
+
+def test_hessian_batches_are_the_first_training_images():
+    from hdvit_lib.data import get_loaders
+
+    cfg = get_preset("smoke", hessian_batches=3, hessian_batch_size=16)
+    batches = alt.hessian_batches(cfg)
+    assert len(batches) == 3 and all(x.shape == (16, 3, 32, 32) for x, _ in batches)
+    x0, y0 = next(iter(get_loaders(cfg).train_eval))
+    torch.testing.assert_close(torch.cat([x for x, _ in batches]), x0[:48])
+    assert torch.equal(torch.cat([y for _, y in batches]), torch.as_tensor(y0[:48]))
+
+
+class _Constant(nn.Module):
+    """Always predicts class ``c`` (a model whose accuracy is the share of class ``c``)."""
+
+    def __init__(self, c: int, classes: int = 10) -> None:
+        super().__init__()
+        self.c, self.classes, self.w = c, classes, nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        out = torch.zeros(x.shape[0], self.classes)
+        out[:, self.c] = 1.0
+        return out + 0 * self.w
+
+
+def test_robustness_of_constant_models_is_their_class_share():
+    cfg = get_preset("smoke")
+    _, y = alt.corruption_images(cfg, alt.ROBUSTNESS_BUDGET["smoke"]["n_images"])
+    res = alt.robustness_by_model({"zero": _Constant(0), "three": _Constant(3)}, cfg)
+    for name, c in (("zero", 0), ("three", 3)):
+        share = float((y == c).float().mean())
+        assert res[name].clean_accuracy == pytest.approx(share)
+        np.testing.assert_allclose(res[name].accuracy, share)  # corruption cannot change a constant
+        assert res[name].accuracy.shape == (3, 3) and res[name].n_images == 128
+    assert alt.robustness_points(res)["zero"] == (res["zero"].clean_accuracy, res["zero"].mean_accuracy)
+
+
+def _rob(acc, rob, n=1000):
+    return RobustnessCResult(names=["a"], severities=[1], accuracy=np.array([[rob]]), mean_accuracy=rob,
+                             clean_accuracy=acc, n_images=n)
+
+
+def test_claim_robustness_ranks_and_noise():
+    res = {"resnet50": _rob(0.60, 0.40), "vit_ti": _rob(0.50, 0.35), "alternet50": _rob(0.65, 0.50)}
+    c = alt.claim_robustness(res)
+    assert c.holds is True and "ranks 1 of 3 in clean accuracy and 1" in c.verdict
+    res["alternet50"] = _rob(0.65, 0.41)  # lead of 0.01 on 1000 images: noise
+    assert alt.claim_robustness(res).holds is None
+    res["alternet50"] = _rob(0.55, 0.30)
+    c = alt.claim_robustness(res)
+    assert c.holds is False and "ranks 2 of 3" in c.verdict
+    with pytest.raises(ValueError, match="alternet"):
+        alt.claim_robustness({"resnet50": _rob(0.6, 0.4)})
+
+
+def test_spectrum_summary_and_hessian_claims():
+    s = alt.spectrum_summary(_spec([[5.0, -1.0], [3.0, 2.0], [-4.0, 1.0]]))
+    assert s["top"] == 3.0  # median of the row maxima 5, 3, 1
+    assert s["neg_share"] == pytest.approx(2 / 6)
+    assert s["mean_abs"] == pytest.approx(16 / 6)
+    spectra = {"resnet50": _spec([[50.0, 20.0]]), "vit_ti": _spec([[5.0, -3.0]]), "alternet50": _spec([[10.0, 2.0]])}
+    assert alt.claim_hessian(spectra).holds is True
+    spectra["alternet50"] = _spec([[60.0, -2.0]])
+    assert alt.claim_hessian(spectra).holds is False
+    c = alt.claim_flattening(_spec([[8.0, 1.0]], "before"), _spec([[4.0, -1.0]], "after"))
+    assert c.holds is True and c.measured["negative share after"] == 0.5
+
+
+def test_accuracy_vs_data_and_its_claims(monkeypatch):
+    table = {("resnet50", 0.25): 0.40, ("resnet50", 1.0): 0.60, ("vit_ti", 0.25): 0.20, ("vit_ti", 1.0): 0.45,
+             ("alternet50", 0.25): 0.42, ("alternet50", 1.0): 0.66, ("vit_local", 0.25): 0.35, ("vit_local", 1.0): 0.47}
+
+    class _H:
+        def __init__(self, a):
+            self.a = a
+
+        def final(self, key):
+            return self.a
+
+    class _T:
+        def __init__(self, a):
+            self.history = _H(a)
+
+    monkeypatch.setattr(alt, "trained", lambda name, cfg, seed, data_fraction: _T(table[(name, data_fraction)]))
+    cfg = get_preset("smoke")
+    data = alt.accuracy_vs_data(["resnet50", "vit_ti", "alternet50"], (0.25, 1.0), cfg)
+    np.testing.assert_allclose(data.accuracy, [[0.40, 0.60], [0.20, 0.45], [0.42, 0.66]])
+    assert data.n_train == [500, 2000] and data.n_test == 500
+    assert alt.DataFractionResult.from_json(data.to_json()).accuracy.tolist() == data.accuracy.tolist()
+    c = alt.claim_small_data(data)
+    # +0.02 over ResNet on 500 images is noise (not against), +0.22 over ViT is beyond noise
+    assert c.holds is True and "within noise" in c.verdict
+    local = alt.accuracy_vs_data(["vit_ti", "vit_local"], (0.25, 1.0), cfg)
+    c = alt.claim_local_global(local)
+    assert c.holds is True  # +0.15 at the small fraction
+    assert c.measured["gap at fraction 1"] == pytest.approx(0.02) and "shrinks" in c.verdict
+    fig = alt.plot_accuracy_vs_data(data)
+    assert len(fig.data) == 3
+    assert fig.data[0].error_y.array[0] == pytest.approx(alt.binomial_se(0.40, 500))
+
+
+def test_layout_round_trips_through_json():
+    lay = alt.block_layout(get_model("alternet50", tiny=True), "alternet50")
+    assert alt.BlockLayout.from_json(lay.to_json()) == lay
+
+
+def test_unknown_preset_budget_names_the_choices():
+    with pytest.raises(ValueError, match="smoke, cpu, paper"):
+        alt._budget(alt.BUILDUP_BUDGET, {"name": "huge"})
