@@ -214,7 +214,7 @@ def _strip_rows(layouts: Mapping[str, BlockLayout]) -> tuple[list[list[float | N
     width = max(len(lay.kinds) for lay in layouts.values())
     z, text = [], []
     for lay in layouts.values():
-        row: list[float | None] = [float(_KIND_ORDER.index(k)) for k in lay.kinds] + [None] * (width - len(lay.kinds))
+        row: list[float | None] = [_KIND_ORDER.index(k) + 0.5 for k in lay.kinds] + [None] * (width - len(lay.kinds))
         hov = [f"{nm}<br>kind {k}, stage {s + 1}<br>{p / 1e6:.3g}M params"
                + (f"<br>{h} heads, {'window ' + str(w) if w else 'global'}" if k == "msa" else "")
                for nm, k, s, p, h, w in zip(lay.names, lay.kinds, lay.stages, lay.params, lay.heads, lay.windows)]
@@ -241,7 +241,7 @@ def plot_block_strips(layouts: Mapping[str, BlockLayout], title: str = "Repeatin
     labels = [f"{name}<br><sub>{repeating_pattern(lay)['pattern'].split(':')[0]}</sub>" for name, lay in layouts.items()]
     n = len(_KIND_ORDER)
     fig = go.Figure(go.Heatmap(
-        z=z, text=text, hoverinfo="text", y=labels, colorscale=_kind_colorscale(), zmin=-0.0, zmax=n,
+        z=z, text=text, hoverinfo="text", y=labels, colorscale=_kind_colorscale(), zmin=0, zmax=n,
         showscale=False, xgap=2, ygap=8))
     for k in _KIND_ORDER:  # legend entries
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=k,
