@@ -116,6 +116,24 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- sharding analyses
+SHARDING = ("auto", True, False)
+
+
+def use_sharding(distributed: bool | str = "auto") -> bool:
+    """Whether an analysis called with ``distributed=...`` splits its items over the ranks.
+
+    ``"auto"``: when a process group with more than one process is initialised (torchrun +
+    :func:`setup`); ``True``: the same, but a process group must exist; ``False``: every rank
+    computes everything (e.g. when each rank analyses a different model).
+    """
+    if isinstance(distributed, str) and distributed != "auto" or not isinstance(distributed, bool | str):
+        raise ValueError(f"distributed={distributed!r}; choose one of {SHARDING}")
+    if distributed is True and not (dist.is_available() and dist.is_initialized()):
+        raise ValueError("distributed=True but torch.distributed is not initialised: launch with torchrun and "
+                         "call hdvit_lib.distributed.setup() first, or pass distributed='auto'")
+    return distributed is not False and is_distributed()
+
+
 def shard_indices(n: int, mode: str = "contiguous", rank: int | None = None, world: int | None = None) -> list[int]:
     """Indices of ``range(n)`` that ``rank`` handles.
 

@@ -35,6 +35,13 @@ from torch.func import grad, jvp, vmap
 from tqdm.auto import tqdm
 
 from hdvit_lib.analysis.result import Result
+from hdvit_lib.distributed import (
+    gather_shards,
+    is_main,
+    shard_indices,
+    use_sharding,
+    world_size,
+)
 
 METHODS = ("power", "lanczos")
 BACKENDS = ("auto", "vmap", "func", "double_backward")
@@ -245,11 +252,17 @@ def hvp(
 
 
 # ----------------------------------------------------------------------------- eigen-solvers
+def _randn(gens: Sequence[torch.Generator], n: int, like: torch.Tensor) -> torch.Tensor:
+    """One Gaussian row per mini-batch, each from that mini-batch's own generator: a mini-batch's
+    start vectors do not depend on which other mini-batches are solved with it (or on which rank)."""
+    return torch.stack([torch.randn(n, generator=g, dtype=like.dtype) for g in gens]).to(like.device)
+
+
 def _top_by_magnitude(theta: torch.Tensor, k: int) -> torch.Tensor:
     return torch.argsort(theta.abs(), descending=True)[:k]
 
 
-def _lanczos(op: HVPOperator, idx: list[int], k: int, tol: float, max_iter: int, gen: torch.Generator) -> dict:
+def _lanczos(op: HVPOperator, idx: list[int], k: int, tol: float, max_iter: int, gens: Sequence[torch.Generator]) -> dict:
     """Lanczos with full re-orthogonalisation on ``len(idx)`` independent Hessians in lockstep.
 
     A Ritz value ``theta_i`` (of the tridiagonal ``T_j``) is converged when its residual bound
@@ -259,7 +272,7 @@ def _lanczos(op: HVPOperator, idx: list[int], k: int, tol: float, max_iter: int,
     m, n, w0 = len(idx), op.dim, op.flat.w
     k = min(k, n)
     max_iter = min(max_iter, n)
-    q = torch.randn(m, n, generator=gen, dtype=w0.dtype).to(w0.device)
+    q = _randn(gens, n, w0)
     Q = [q / q.norm(dim=1, keepdim=True)]
     alphas: list[torch.Tensor] = []
     betas: list[torch.Tensor] = []
@@ -308,7 +321,7 @@ def _orthonormalise(v: torch.Tensor, E: list[torch.Tensor]) -> torch.Tensor:
     return v / v.norm(dim=1, keepdim=True).clamp_min(1e-30)
 
 
-def _power(op: HVPOperator, idx: list[int], k: int, tol: float, max_iter: int, gen: torch.Generator) -> dict:
+def _power(op: HVPOperator, idx: list[int], k: int, tol: float, max_iter: int, gens: Sequence[torch.Generator]) -> dict:
     """Deflated power iteration (PyHessian): for each of ``k`` eigenpairs, iterate ``v <- Hv/|Hv|`` with
     ``v`` kept orthogonal to the eigenvectors found so far, until the Rayleigh quotient changes by
     less than ``tol`` (relative). Finds eigenvalues of largest magnitude, with their sign."""
@@ -319,7 +332,7 @@ def _power(op: HVPOperator, idx: list[int], k: int, tol: float, max_iter: int, g
     converged = np.ones(m, dtype=bool)
     E: list[torch.Tensor] = []
     for c in range(k):
-        v = torch.randn(m, n, generator=gen, dtype=w0.dtype).to(w0.device)
+        v = _randn(gens, n, w0)
         v = _orthonormalise(v, E)
         prev = torch.full((m,), float("nan"), dtype=torch.float64)
         active = torch.ones(m, dtype=torch.bool)
@@ -344,13 +357,15 @@ def _power(op: HVPOperator, idx: list[int], k: int, tol: float, max_iter: int, g
     return {"eigenvalues": np.take_along_axis(vals, order, 1), "n_hvp": n_hvp, "converged": converged}
 
 
-def _solve(op: HVPOperator, method: str, k: int, tol: float, max_iter: int, seed: int) -> dict:
+def _solve(op: HVPOperator, method: str, k: int, tol: float, max_iter: int, seeds: Sequence[int]) -> dict:
+    """Solve the Hessians of all of ``op``'s mini-batches; mini-batch ``j`` draws its start vectors
+    from a generator seeded ``seeds[j]``."""
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {METHODS}")
-    gen = torch.Generator().manual_seed(seed)
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     idx = list(range(len(op.batches)))
     solver = _power if method == "power" else _lanczos
-    return solver(op, idx, k, tol, max_iter, gen)
+    return solver(op, idx, k, tol, max_iter, gens)
 
 
 def top_eigenvalues(
@@ -380,7 +395,7 @@ def top_eigenvalues(
     """
     with analysis_mode(model):
         op = HVPOperator(model, [batch], criterion, weight_decay, backend)
-        res = _solve(op, method, k, tol, max_iter, seed)
+        res = _solve(op, method, k, tol, max_iter, [seed])
     vals = res["eigenvalues"][0]
     if return_info:
         return vals, {"n_hvp": int(res["n_hvp"][0]), "converged": bool(res["converged"][0]), "backend": op.backend}
@@ -438,40 +453,52 @@ def spectrum(
     backend: str = "auto",
     name: str = "",
     progress: bool = True,
+    distributed: bool | str = "auto",
 ) -> HessianSpectrum:
     """Top-``k`` Hessian eigenvalues on each of ``n_batches`` mini-batches (Park & Kim 2022, Fig. 1c, Fig. 4).
 
     The paper: top-5 per mini-batch of 16, over 10% of the training set, loss with L2
     (``weight_decay / 2 * ||w||^2``), by power iteration. ``stack`` mini-batches of equal shape are solved
     together: their HVPs run in one vmapped call (a block iteration over independent Hessians), falling
-    back to a loop where vmap fails. BatchNorm in eval mode, dropout off (:func:`analysis_mode`).
-    Method/tol/max_iter: see :func:`top_eigenvalues`.
+    back to a loop where vmap fails. Mini-batch ``i`` draws its start vectors from ``seed + i``, so
+    its eigenvalues do not depend on ``stack`` or on the number of processes. BatchNorm in eval mode,
+    dropout off (:func:`analysis_mode`). Method/tol/max_iter: see :func:`top_eigenvalues`.
+
+    distributed: ``"auto"`` (default): under ``torchrun`` (a process group with world > 1, see
+    :func:`hdvit_lib.distributed.setup`) rank ``r`` of ``N`` solves mini-batches ``r, r + N, ...``
+    and every rank gets the whole spectrum, in mini-batch order; every rank must read the same
+    mini-batches (a loader without shuffling, or with a seeded one). ``False``: no sharding.
+    See :func:`hdvit_lib.distributed.use_sharding`.
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {METHODS}")
     if stack < 1:
         raise ValueError(f"stack={stack} must be >= 1")
+    sharded = use_sharding(distributed)
     batches = _take_batches(loader_or_batches, n_batches)
-    vals, hvps, conv, used = [], [], [], set()
+    mine = shard_indices(n_batches, "strided") if sharded else list(range(n_batches))
+    local: list[tuple[np.ndarray, int, bool, str]] = []  # per mini-batch of ``mine``
     t0 = time.perf_counter()
-    with analysis_mode(model), tqdm(total=n_batches, desc="Hessian spectrum", disable=not progress) as bar:
-        i = 0
-        while i < n_batches:
-            group = [batches[i]]
-            while len(group) < stack and i + len(group) < n_batches and _same_shape(batches[i + len(group)], group[0]):
-                group.append(batches[i + len(group)])
-            op = HVPOperator(model, group, criterion, weight_decay, backend)
-            res = _solve(op, method, k, tol, max_iter, seed + i)
-            vals.append(res["eigenvalues"])
-            hvps.append(res["n_hvp"])
-            conv.append(res["converged"])
-            used.add(op.backend)
-            i += len(group)
+    desc = f"Hessian spectrum (rank 0 of {world_size()})" if sharded else "Hessian spectrum"
+    bar = tqdm(total=len(mine), desc=desc, disable=not progress or not is_main())
+    with analysis_mode(model), bar:
+        j = 0
+        while j < len(mine):
+            group = [mine[j]]
+            while (len(group) < stack and j + len(group) < len(mine)
+                   and _same_shape(batches[mine[j + len(group)]], batches[group[0]])):
+                group.append(mine[j + len(group)])
+            op = HVPOperator(model, [batches[i] for i in group], criterion, weight_decay, backend)
+            res = _solve(op, method, k, tol, max_iter, [seed + i for i in group])
+            for r in range(len(group)):
+                local.append((res["eigenvalues"][r], int(res["n_hvp"][r]), bool(res["converged"][r]), op.backend or ""))
+            j += len(group)
             bar.update(len(group))
+    rows = gather_shards(local, n_batches, "strided") if sharded else local
     return HessianSpectrum(
-        eigenvalues=np.concatenate(vals),
-        n_hvp=np.concatenate(hvps),
-        converged=np.concatenate(conv),
+        eigenvalues=np.stack([r[0] for r in rows]),
+        n_hvp=np.array([r[1] for r in rows], dtype=np.int64),
+        converged=np.array([r[2] for r in rows], dtype=bool),
         model=name,
         method=method,
         k=k,
@@ -481,7 +508,7 @@ def spectrum(
         bn_mode="eval",
         seed=seed,
         tol=tol,
-        backend=",".join(sorted(b for b in used if b)),
+        backend=",".join(sorted({r[3] for r in rows if r[3]})),
         seconds=time.perf_counter() - t0,
     )
 

@@ -27,6 +27,14 @@ from tqdm.auto import tqdm
 
 from hdvit_lib.analysis.hessian import FlatParams, analysis_mode, functional_forward
 from hdvit_lib.analysis.result import Result
+from hdvit_lib.distributed import (
+    gather,
+    gather_shards,
+    is_main,
+    shard_indices,
+    use_sharding,
+    world_size,
+)
 
 NORMS = ("filter", "official")
 BACKENDS = ("auto", "vmap", "loop")
@@ -130,6 +138,7 @@ def loss_landscape(
     zero_keys: Sequence[str] = ZERO_KEYS,
     name: str = "",
     progress: bool = True,
+    distributed: bool | str = "auto",
 ) -> Landscape:
     """The loss surface around the current weights (Park & Kim 2022, Fig. 1b; Li et al. 2018).
 
@@ -142,11 +151,17 @@ def loss_landscape(
     ``"loop"`` one grid point at a time (still no copy of the model); ``"auto"``: the loop on a CPU
     (where vmap measured 1.4x slower than it), else vmap, falling back to the loop where vmap fails
     (e.g. data-dependent control flow).
+
+    distributed: ``"auto"`` (default): under ``torchrun`` (a process group with world > 1, see
+    :func:`hdvit_lib.distributed.setup`) rank ``r`` of ``N`` evaluates grid points ``r, r + N, ...``
+    (row-major) and every rank gets the whole grid; every rank must pass the same ``batches``.
+    ``False``: no sharding. See :func:`hdvit_lib.distributed.use_sharding`.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
     if n_points < 1 or chunk < 1:
         raise ValueError(f"n_points={n_points} and chunk={chunk} must be >= 1")
+    sharded = use_sharding(distributed)
     criterion = nn.CrossEntropyLoss() if criterion is None else criterion
     flat = FlatParams(model)
     dev = flat.w.device
@@ -156,6 +171,9 @@ def loss_landscape(
     coords = np.linspace(-span, span, n_points)
     B, A = np.meshgrid(coords, coords, indexing="ij")
     ab = torch.as_tensor(np.stack([A.ravel(), B.ravel()], 1), dtype=flat.w.dtype, device=dev)
+    n_grid = len(ab)
+    if sharded:  # this rank's grid points (strided); gathered back into grid order below
+        ab = ab[torch.tensor(shard_indices(n_grid, "strided"), dtype=torch.long, device=dev)]
     nll = torch.zeros(len(ab), dtype=torch.float64)
     correct = torch.zeros(len(ab), dtype=torch.float64)
     l2 = torch.zeros(len(ab), dtype=torch.float64)
@@ -163,7 +181,8 @@ def loss_landscape(
     used = "loop" if backend == "loop" or (backend == "auto" and dev.type == "cpu") else None
     t0 = time.perf_counter()
     with analysis_mode(model), torch.no_grad():
-        for s in tqdm(range(0, len(ab), chunk), desc="loss landscape", disable=not progress):
+        desc = f"loss landscape (rank 0 of {world_size()})" if sharded else "loss landscape"
+        for s in tqdm(range(0, len(ab), chunk), desc=desc, disable=not progress or not is_main()):
             W = flat.w + ab[s : s + chunk] @ D  # (G, P)
             l2[s : s + chunk] = torch.stack([t.norm(dim=1) for t in W.split(flat.sizes, 1)], 1).sum(1).double().cpu()
             if used is None:
@@ -177,6 +196,9 @@ def loss_landscape(
                     warnings.warn(f"loss_landscape: vmap failed ({type(e).__name__}: {e}); looping over points")
                     used = "loop"
             nll[s : s + chunk], correct[s : s + chunk] = _grid_eval(model, flat, W, batches, criterion, used)
+    if sharded:
+        nll, correct, l2 = (gather_shards(t, n_grid, "strided") for t in (nll, correct, l2))
+        used = ",".join(sorted({u for u in gather(used) if u})) or None
     n_images = sum(len(y) for _, y in batches)
     shape = (n_points, n_points)
     nll_g = (nll / n_images).numpy().reshape(shape)
