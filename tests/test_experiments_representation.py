@@ -62,6 +62,7 @@ def test_robustness_uses_the_same_noise_for_every_model(models_and_batches):
     np.testing.assert_array_equal(r["a"].accuracy, r["b"].accuracy)
     np.testing.assert_array_equal(r["a"].loss, r["b"].loss)
     assert r["a"].magnitude == 0.5 and r["a"].n_images == 32
+    assert rep.robustness_by_model({"a": models["swin_ti"]}, batches[:1], CFG)["a"].magnitude == rep.NOISE_MAGNITUDE["smoke"]
 
 
 def test_pooled_fraction_counts_signs_and_skips_nan():
@@ -130,7 +131,9 @@ def test_claim_fourier_and_high_frequency():
     assert rep.band_means(rob["vit"]) == pytest.approx((-0.1, -0.02))
     c = rep.claim_fourier(four, rob, preset="cpu")
     assert c.holds is True
-    assert c.measured["vit: mean Δlog amplitude at π"] == pytest.approx(-1.3 / 3)  # blocks after the embedding
+    # per-block changes: vit -0.5, +0.3, -0.4 (the embedding has none); resnet +0.5, +0.5
+    assert c.measured["vit: mean change per block of Δlog amplitude at π"] == pytest.approx(-0.2)
+    assert c.measured["resnet: mean change per block of Δlog amplitude at π"] == pytest.approx(0.5)
     assert c.measured["resnet: Δacc high bands"] == pytest.approx(-0.25)
     rob_flip = {"resnet": rob["vit"], "vit": rob["resnet"]}
     c = rep.claim_fourier(four, rob_flip)
@@ -176,3 +179,12 @@ def test_claim_similarity_on_real_tiny_models(models_and_batches):
     frac, n = rep.end_of_stage_lesion(les["swin_ti"], feats["swin_ti"].stages)
     assert n == 3 and c.measured["swin_ti: stages where last MSA lesion hurts more"] == frac
     assert c.holds in (True, False) and "Verdict" in str(c)
+
+
+def test_chapter_models():
+    assert rep.chapter_models("variance", {"name": "cpu"}) == list(rep.MODELS)
+    assert "alternet50" not in rep.chapter_models("variance", {"name": "smoke"})
+    assert rep.chapter_models("fourier", {"name": "smoke"}, ["vit_ti"]) == ["vit_ti"]
+    assert rep.chapter_models("fourier", {"name": "smoke"}, "vit_ti") == ["vit_ti"]
+    with pytest.raises(ValueError, match="choose one of fourier"):
+        rep.chapter_models("hessian", {"name": "smoke"})
