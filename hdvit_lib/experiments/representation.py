@@ -267,6 +267,10 @@ def band_means(result: RobustnessResult, high: float = HIGH_BAND) -> tuple[float
     return lo, hi
 
 
+def _blocks(n: int) -> str:
+    return f"{n} block" + ("" if n == 1 else "s")
+
+
 def claim_fourier(
     fourier: Mapping[str, FourierResult], robustness: Mapping[str, RobustnessResult], preset: str = ""
 ) -> Claim:
@@ -282,11 +286,12 @@ def claim_fourier(
     if cnn is None or vit is None:
         raise ValueError(f"claim_fourier needs a Conv model and an MSA model; got {list(fourier)}")
     measured: dict[str, float] = {}
-    hf = {}
+    hf, nb = {}, {}
     for name in (cnn, vit):
         r = fourier[name]
         d = np.asarray(r.high_frequency_delta, dtype=float)
-        hf[name] = float(np.nanmean(d)) if (~np.isnan(d)).any() else float("nan")
+        nb[name] = int((~np.isnan(d)).sum())
+        hf[name] = float(np.nanmean(d)) if nb[name] else float("nan")
         measured[f"{name}: mean change per block of Δlog amplitude at π"] = hf[name]
     rb: dict[str, tuple[float, float]] = {}
     for name in (cnn, vit):
@@ -298,8 +303,9 @@ def claim_fourier(
     b = None
     if cnn in rb and vit in rb and not (math.isnan(rb[cnn][1]) or math.isnan(rb[vit][1])):
         b = None if rb[vit][1] == rb[cnn][1] else rb[vit][1] > rb[cnn][1]
-    words_a = (f"{vit}'s blocks changed the high-frequency amplitude by {hf[vit]:+.3f} on average, {cnn}'s by "
-               f"{hf[cnn]:+.3f} ({'lower' if a else 'not lower'} for {vit})") if a is not None else "(a) undecided"
+    words_a = (f"{vit}'s blocks changed the high-frequency amplitude by {hf[vit]:+.3f} on average ({_blocks(nb[vit])}), "
+               f"{cnn}'s by {hf[cnn]:+.3f} ({_blocks(nb[cnn])}; blocks that resize the map are left out) -- "
+               f"{'lower' if a else 'not lower'} for {vit}") if a is not None else "(a) undecided"
     if b is None:
         words_b = "(b) undecided: the noise changed both models' accuracy equally"
     else:
