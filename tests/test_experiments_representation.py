@@ -188,3 +188,14 @@ def test_chapter_models():
     assert rep.chapter_models("fourier", {"name": "smoke"}, "vit_ti") == ["vit_ti"]
     with pytest.raises(ValueError, match="choose one of fourier"):
         rep.chapter_models("hessian", {"name": "smoke"})
+
+
+def test_paper_preset_keeps_float16_features_in_memory_only(models_and_batches, tmp_path):
+    models, batches = models_and_batches
+    one = {"swin_ti": models["swin_ti"]}
+    half = rep.features_by_model(one, batches, {"name": "paper", "device": "cpu"})["swin_ti"]
+    full = rep.features_by_model(one, batches, CFG)["swin_ti"]
+    assert half.outputs[1].dtype == torch.float16 and rep.features_cache_dir({"name": "paper"}) is None
+    v16, v32 = rep.variance_by_model({"m": half})["m"], rep.variance_by_model({"m": full})["m"]
+    np.testing.assert_allclose(v16.variance[:-1], v32.variance[:-1], rtol=2e-3)  # last block: logits, NaN
+    assert not list((tmp_path / "features").glob("*float16.pt"))
