@@ -17,6 +17,7 @@ import torch
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
         "dataset": "synthetic",
+        "num_classes": None,  # None: the dataset's own (synthetic: 10)
         "n_train": 2000,
         "n_test": 500,
         "tiny": True,
@@ -38,6 +39,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "cpu": {
         "dataset": "synthetic",
+        "num_classes": None,  # None: the dataset's own (synthetic: 10)
         "n_train": 10000,
         "n_test": 2000,
         "tiny": True,
@@ -61,6 +63,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # Park & Kim (2022), Appendix A: AdamW, lr 1.25e-4 at batch 96, wd 0.05, 5 warm-up +
         # 300 epochs, cosine, clip 5, RandAugment, mixup/cutmix, label smoothing 0.1.
         "dataset": "cifar100",
+        "num_classes": None,
         "n_train": None,
         "n_test": None,
         "tiny": False,

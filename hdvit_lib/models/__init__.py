@@ -51,7 +51,7 @@ _VIT_TINY = {"patch_size": 4, "embed_dim": 64, "depth": 4, "num_heads": 2}
 # 500-1300 img/s (batch 64, one CPU core; see the issue note for measured figures).
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...], dict[str, Any], dict[str, Any]]] = {
     "resnet18": (_resnet18, _RESNET_KEYS, {}, {"widths": (16, 32, 64, 128), "num_blocks": (1, 1, 1, 1)}),
-    "resnet50": (_resnet50, _RESNET_KEYS, {}, {"widths": (4, 8, 16, 32), "num_blocks": (1, 1, 1, 1)}),
+    "resnet50": (_resnet50, _RESNET_KEYS, {}, {"widths": (4, 8, 16, 32), "num_blocks": (2, 2, 2, 2)}),
     "vit_ti": (ViT, (), {}, _VIT_TINY),
     "vit_local": (ViT, (), {"window": 3}, {**_VIT_TINY, "window": 3}),
     "pit_ti": (
