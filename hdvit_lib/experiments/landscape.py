@@ -1,0 +1,661 @@
+"""Orchestration of the loss-landscape chapters (Park & Kim 2022, Sec. 2).
+
+- ``notebooks/01_loss_landscape``: Fig. 1: filter-normalised loss landscapes of a ResNet and a ViT,
+  their Hessian max-eigenvalue spectra at initialisation, end of warm-up and later, and the
+  optimisation trajectories in polar coordinates (a panel the authors later retracted).
+- ``notebooks/04_hessian_spectra``: Fig. 4: spectra at the end of warm-up of ResNet, ViT and a ViT
+  trained on 6% of the data.
+- ``notebooks/05_inductive_bias``: Figs. 5-7 and C.2: test error against training NLL across models,
+  data fractions and patch sizes.
+- ``notebooks/06_local_msa``: ViT with local MSA (window 3, 5, ... up to global attention).
+
+One function per chapter step. Models come from the zoo cache (``load_or_train``), keyed by a *run*:
+``{"model": name, "data_fraction": f, "model_cfg": {...}}`` (:func:`run_spec`). The Hessian and the
+landscape use the training loss on fixed augmented training batches (as the paper), in eval mode
+(BatchNorm running statistics, dropout off, fused attention off: ``analysis_mode``). Claim checks
+classify models by their block kinds, never by name.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import plotly.colors
+import plotly.graph_objects as go
+import torch
+from torch import nn
+
+from hdvit_lib.analysis.hessian import HessianSpectrum, analysis_mode, spectrum
+from hdvit_lib.analysis.landscape import (
+    Landscape,
+    Trajectory,
+    loss_landscape,
+    trajectory,
+)
+from hdvit_lib.analysis.result import Result
+from hdvit_lib.claims import Claim
+
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
+
+#: Fig. 1 and Fig. 4 compare these two.
+MODELS = ("resnet50", "vit_ti")
+#: Figs. 5-7: the model families.
+FAMILY_MODELS = ("resnet50", "vit_ti", "pit_ti", "swin_ti", "alternet50")
+#: Snapshots whose spectra Fig. 1c shows.
+SNAPSHOT_TAGS = ("init", "warmup", "final")
+#: Lanczos steps (Krylov dimension) per mini-batch, by preset: few in ``smoke`` (rough Ritz values).
+HESSIAN_STEPS = {"smoke": 8, "cpu": 30, "paper": 100}
+#: Sweeps by preset (``None`` in a chapter's parameters cell means these).
+SWEEPS: dict[str, dict[str, list]] = {
+    "smoke": {"data_fractions": [0.5, 1.0], "fraction_models": ["vit_ti"], "patch_sizes": [4, 8],
+              "windows": [3, 5]},
+    "cpu": {"data_fractions": [0.1, 0.3, 1.0], "fraction_models": ["resnet50", "vit_ti"], "patch_sizes": [2, 4, 8],
+            "windows": [3, 5, 7]},
+    "paper": {"data_fractions": [0.02, 0.1, 0.3, 1.0], "fraction_models": ["resnet50", "vit_ti"],
+              "patch_sizes": [1, 2, 4, 8], "windows": [3, 5, 7, 9]},
+}
+#: Patch sizes (dividing 32) and windows the live controls offer.
+LIVE_PATCH_SIZES = (1, 2, 4, 8, 16)
+LIVE_WINDOWS = (1, 3, 5, 7)
+
+
+def sweep(cfg: dict[str, Any], what: str, given: Sequence | None = None) -> list:
+    """``given`` if not None, else the preset's default for ``what`` (see :data:`SWEEPS`)."""
+    if given is not None:
+        return list(given)
+    table = SWEEPS[cfg["name"]]
+    if what not in table:
+        raise ValueError(f"sweep {what!r} is unknown; choose one of {', '.join(table)}")
+    return list(table[what])
+
+
+# --------------------------------------------------------------------------- runs (models)
+
+
+def run_spec(model: str, data_fraction: float = 1.0, **model_cfg: Any) -> dict[str, Any]:
+    """A training run: model name, fraction of the training set, model settings (e.g.
+    ``patch_size``, ``window``)."""
+    return {"model": model, "data_fraction": float(data_fraction), "model_cfg": dict(model_cfg)}
+
+
+def fraction_runs(models: Sequence[str], fractions: Sequence[float]) -> dict[str, dict[str, Any]]:
+    """Runs of every model on every data fraction, labelled ``"vit_ti"`` (100%) or ``"vit_ti (6%)"``."""
+    out = {}
+    for m in models:
+        for f in fractions:
+            out[m if f == 1.0 else f"{m} ({f:.0%})"] = run_spec(m, f)
+    return out
+
+
+def patch_runs(model: str, patch_sizes: Sequence[int]) -> dict[str, dict[str, Any]]:
+    """Runs of ``model`` with each patch size, labelled ``"vit_ti p4"``."""
+    return {f"{model} p{p}": run_spec(model, patch_size=int(p)) for p in patch_sizes}
+
+
+def default_setting(model: str, setting: str, cfg: dict[str, Any]) -> Any:
+    """The value of ``setting`` (e.g. ``patch_size``) that ``model`` gets by default in preset ``cfg``
+    (tiny or paper size), or None if it has no such attribute."""
+    from hdvit_lib.models import get_model
+
+    m = get_model(model, tiny=bool(cfg["tiny"]))
+    if setting == "patch_size":
+        ps = _patch_size(m)
+        return None if math.isnan(ps) else int(ps)
+    return getattr(m, setting, None)
+
+
+def inductive_bias_runs(models: Sequence[str], fraction_models: Sequence[str], fractions: Sequence[float],
+                        patch_model: str, patch_sizes: Sequence[int],
+                        cfg: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[int, str]]:
+    """The runs of chapter 05 (Figs. 5-7, C.2), each configuration once: every model of ``models`` on
+    all data; ``fraction_models`` on every fraction; ``patch_model`` with every patch size (its default
+    patch size is the plain ``patch_model`` run, shared with other chapters' cache).
+    Returns ``(runs, {patch size: label of its run})``."""
+    runs = {**fraction_runs(models, [1.0]), **fraction_runs(fraction_models, fractions)}
+    default = default_setting(patch_model, "patch_size", cfg)
+    by_patch = {}
+    for p in patch_sizes:
+        label = patch_model if int(p) == default else f"{patch_model} p{int(p)}"
+        runs.setdefault(label, run_spec(patch_model) if int(p) == default else run_spec(patch_model, patch_size=int(p)))
+        by_patch[int(p)] = label
+    return runs, by_patch
+
+
+def window_runs(windows: Sequence[int], local_model: str = "vit_local",
+                global_model: str = "vit_ti") -> dict[str, dict[str, Any]]:
+    """ViT with local MSA for each window (``"window 3"``, ...), then global MSA (``"global"``,
+    which is ``global_model``, the same ViT without the mask: shared with other chapters' cache)."""
+    out = {f"window {int(k)}": run_spec(local_model, window=int(k)) for k in windows}
+    out["global"] = run_spec(global_model)
+    return out
+
+
+def train_runs(runs: Mapping[str, Mapping[str, Any]], cfg: dict[str, Any], seed: int = 0,
+               progress: bool = False) -> dict[str, Any]:
+    """``{label: Trained}`` from the zoo cache (trained on a miss) for each run of ``runs``, with the
+    preset ``cfg``; prints each run's test accuracy."""
+    from hdvit_lib.zoo import load_or_train
+
+    out = {}
+    for label, r in runs.items():
+        t = load_or_train(r["model"], preset=cfg["name"], data_fraction=r.get("data_fraction", 1.0), seed=seed,
+                          model_cfg=r.get("model_cfg") or None, device=cfg.get("device"), progress=progress)
+        print(f"{label}: test accuracy {t.history.final('test_acc'):.3f} after {t.history.epochs_done} epochs "
+              f"({cfg['name']} preset)")
+        out[label] = t
+    return out
+
+
+def train_models(names: Sequence[str], cfg: dict[str, Any], seed: int = 0, progress: bool = False) -> dict[str, Any]:
+    """``train_runs`` of ``names`` on the full training set with their default settings."""
+    if isinstance(names, str):
+        names = [names]
+    return train_runs({n: run_spec(n) for n in names}, cfg, seed, progress)
+
+
+def model_at(trained: Any, tag: int | str) -> nn.Module:
+    """A copy of ``trained.model`` (eval mode) with the weights of snapshot ``tag``
+    (``"init"``, ``"warmup"``, ``"final"`` or an epoch)."""
+    m = copy.deepcopy(trained.model)
+    m.load_state_dict(trained.snapshot(tag))
+    return m.eval()
+
+
+# --------------------------------------------------------------------------- data
+
+
+def training_batches(cfg: dict[str, Any], n_batches: int, batch_size: int, seed: int = 0,
+                     data_fraction: float = 1.0) -> Batches:
+    """``n_batches`` fixed mini-batches of ``batch_size`` *augmented* training images (the training
+    loss's data, as the paper's Hessian and landscape use), normalised as in training; the same
+    ``seed`` gives the same images and augmentations. Fewer if the training set is smaller."""
+    from hdvit_lib.data import get_loaders
+
+    loaders = get_loaders({**cfg, "batch_size": int(batch_size)}, seed=seed, data_fraction=data_fraction)
+    out: Batches = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for x, y in loaders.train:
+            if len(out) == n_batches:
+                break
+            if len(out) and x.shape[0] != out[0][0].shape[0]:
+                break  # a short last batch: keep equal shapes (Hessians are stacked)
+            out.append((x.cpu(), torch.as_tensor(y).cpu()))
+    if not out:
+        raise ValueError(f"the training set holds fewer than batch_size={batch_size} images")
+    return out
+
+
+def hessian_batches(cfg: dict[str, Any], seed: int = 0, data_fraction: float = 1.0) -> Batches:
+    """The preset's Hessian mini-batches (``hessian_batches`` of ``hessian_batch_size``)."""
+    return training_batches(cfg, cfg["hessian_batches"], cfg["hessian_batch_size"], seed, data_fraction)
+
+
+def landscape_batches(cfg: dict[str, Any], seed: int = 0, batch_size: int = 128) -> Batches:
+    """``landscape_images`` augmented training images in batches of ``batch_size``."""
+    n = int(cfg["landscape_images"])
+    bs = min(batch_size, n)
+    return training_batches(cfg, math.ceil(n / bs), bs, seed)
+
+
+# --------------------------------------------------------------------------- Hessian spectra
+
+
+def hessian_spectrum(model: nn.Module, batches: Batches, cfg: dict[str, Any], seed: int = 0, name: str = "",
+                     progress: bool = False) -> HessianSpectrum:
+    """Top-``hessian_k`` eigenvalues on each of the ``batches`` (Park & Kim 2022, Figs. 1c and 4):
+    ``spectrum`` (Lanczos, :data:`HESSIAN_STEPS` steps) of the loss NLL + ``weight_decay``/2 ||w||^2."""
+    return spectrum(model, batches, len(batches), k=int(cfg["hessian_k"]), method="lanczos",
+                    max_iter=HESSIAN_STEPS[cfg["name"]], weight_decay=float(cfg["weight_decay"]),
+                    seed=seed, stack=len(batches), name=name, progress=progress)
+
+
+def spectra(models: Mapping[str, nn.Module], batches: Batches | Mapping[str, Batches], cfg: dict[str, Any],
+            seed: int = 0) -> dict[str, HessianSpectrum]:
+    """``hessian_spectrum`` of every model; ``batches`` shared, or one list per label."""
+    def pick(label: str) -> Batches:
+        return batches[label] if isinstance(batches, Mapping) else batches
+
+    return {label: hessian_spectrum(m, pick(label), cfg, seed, name=label) for label, m in models.items()}
+
+
+def spectra_over_training(trained: Mapping[str, Any], batches: Batches | Mapping[str, Batches],
+                          cfg: dict[str, Any], tags: Sequence[int | str] = SNAPSHOT_TAGS,
+                          seed: int = 0) -> dict[str, dict[str, HessianSpectrum]]:
+    """Fig. 1c: ``{tag: {label: spectrum}}`` of every run's snapshot at each of ``tags``."""
+    out: dict[str, dict[str, HessianSpectrum]] = {}
+    for tag in tags:
+        models = {label: model_at(t, tag) for label, t in trained.items()}
+        out[str(tag)] = spectra(models, batches, cfg, seed)
+    return out
+
+
+def sweep_spectra(trained: Mapping[str, Any], labels: Mapping[Any, str], batches: Batches, cfg: dict[str, Any],
+                  seed: int = 0) -> dict[Any, HessianSpectrum]:
+    """``{value: spectrum}`` of the final weights of the run ``labels[value]`` for each swept value
+    (patch size, window): what ``plot_spectrum_sweep``'s slider steps through."""
+    return {v: hessian_spectrum(trained[label].model, batches, cfg, seed, name=label) for v, label in labels.items()}
+
+
+def own_data_spectra(trained: Mapping[str, Any], cfg: dict[str, Any], tag: int | str = "warmup",
+                     seed: int = 0) -> dict[str, HessianSpectrum]:
+    """Fig. 4: the spectrum of every run at snapshot ``tag`` (default: end of warm-up), each on fixed
+    augmented mini-batches of its *own* training set (its data fraction: the loss it was trained on)."""
+    out = {}
+    for label, t in trained.items():
+        batches = hessian_batches(cfg, seed, data_fraction=float(t.config.get("data_fraction", 1.0)))
+        out[label] = hessian_spectrum(model_at(t, tag), batches, cfg, seed, name=label)
+    return out
+
+
+def spectrum_summary(spec: HessianSpectrum) -> dict[str, float]:
+    """Numbers the claims read off a spectrum: share of negative eigenvalues, median magnitude of the
+    negative and of the positive ones, and the median over mini-batches of the largest eigenvalue."""
+    v = spec.values()
+    v = v[np.isfinite(v)]
+    neg, pos = -v[v < 0], v[v > 0]
+    top = np.nanmax(np.asarray(spec.eigenvalues, dtype=float), axis=1) if len(v) else np.array([np.nan])
+    return {
+        "negative share": float((v < 0).mean()) if len(v) else float("nan"),
+        "median |negative|": float(np.median(neg)) if len(neg) else float("nan"),
+        "median positive": float(np.median(pos)) if len(pos) else float("nan"),
+        "median max eigenvalue": float(np.median(top)),
+    }
+
+
+def plot_spectra_over_training(per_tag: Mapping[str, Mapping[str, HessianSpectrum]]) -> go.Figure:
+    """Fig. 1c with a slider over the snapshot (``init``, ``warmup``, ...): each step shows
+    ``hdvit_lib.plots.hessian.plot_spectrum`` of every model at that snapshot, on one shared axis."""
+    from hdvit_lib.plots.hessian import plot_spectrum
+
+    if not per_tag:
+        raise ValueError("per_tag is empty: pass {tag: {label: HessianSpectrum}}")
+    pooled = {f"{tag}/{label}": s for tag, specs in per_tag.items() for label, s in specs.items()}
+    fig = plot_spectrum(pooled)  # one grid for every snapshot: densities stay comparable
+    n_models = len(next(iter(per_tag.values())))
+    colors = plotly.colors.qualitative.Plotly
+    # plot_spectrum adds (negative, positive) traces per entry of ``pooled``: tag-major, then model
+    tag_of = [(t // 2) // n_models for t in range(len(fig.data))]
+    for t, tr in enumerate(fig.data):
+        label = tr.name.split("/", 1)[1]
+        tr.update(name=label, legendgroup=label, visible=tag_of[t] == 0,
+                  line={"color": colors[((t // 2) % n_models) % len(colors)]})
+    tags = list(per_tag)
+    fig.update_layout(
+        title=f"Hessian max-eigenvalue spectra at {tags[0]}",
+        sliders=[{"active": 0, "currentvalue": {"prefix": "snapshot: "}, "pad": {"t": 50},
+                  "steps": [{"method": "update", "label": tag,
+                             "args": [{"visible": [x == i for x in tag_of]},
+                                      {"title": f"Hessian max-eigenvalue spectra at {tag}"}]}
+                            for i, tag in enumerate(tags)]}])
+    return fig
+
+
+# --------------------------------------------------------------------------- landscapes
+
+
+def landscapes(models: Mapping[str, nn.Module], batches: Batches, cfg: dict[str, Any], seed: int = 0,
+               span: float = 1.0) -> dict[str, Landscape]:
+    """Fig. 1b: ``loss_landscape`` of every model on a ``landscape_points``^2 grid over
+    ``[-span, span]^2`` (filter-normalised directions, NLL + weight_decay * sum of L2 norms)."""
+    return {label: loss_landscape(m, batches, n_points=int(cfg["landscape_points"]), span=span, seed=seed,
+                                  weight_decay=float(cfg["weight_decay"]), name=label, progress=False)
+            for label, m in models.items()}
+
+
+def landscape_curvature(ls: Landscape, z: str = "loss") -> float:
+    """Mean curvature of the surface ``z`` around the centre: the least-squares quadratic
+    ``c0 + c1 a + c2 b + c3 a^2 + c4 ab + c5 b^2`` over the grid; returns the mean eigenvalue
+    of its Hessian ``[[2 c3, c4], [c4, 2 c5]]``, i.e. ``c3 + c5`` (per unit of the normalised
+    direction squared). Larger is sharper; negative means the centre is not a minimum on average."""
+    zz = np.asarray(getattr(ls, z), dtype=float)
+    B, A = np.meshgrid(np.asarray(ls.b, float), np.asarray(ls.a, float), indexing="ij")
+    ok = np.isfinite(zz)
+    if ok.sum() < 6:
+        return float("nan")
+    a, b, y = A[ok], B[ok], zz[ok]
+    X = np.stack([np.ones_like(a), a, b, a * a, a * b, b * b], 1)
+    c = np.linalg.lstsq(X, y, rcond=None)[0]
+    return float(c[3] + c[5])
+
+
+# --------------------------------------------------------------------------- trajectories
+
+
+def trajectories(trained: Mapping[str, Any]) -> dict[str, Trajectory]:
+    """The optimisation path of every run in polar coordinates, from its snapshots (first arXiv
+    version of Fig. 1; retracted by the authors later, shown as a caveated extra)."""
+    out = {}
+    for label, t in trained.items():
+        epochs = t.snapshots()
+        out[label] = trajectory([t.snapshot(e) for e in epochs], t.snapshot("final"))
+    return out
+
+
+def plot_trajectories(trajs: Mapping[str, Trajectory]) -> go.Figure:
+    """Polar plot of each trajectory: radius ``r_t``, angle ``theta_t`` (degrees), one line per run."""
+    colors = plotly.colors.qualitative.Plotly
+    fig = go.Figure()
+    for i, (label, tr) in enumerate(trajs.items()):
+        fig.add_trace(go.Scatterpolar(r=tr.r, theta=np.degrees(tr.theta), mode="lines+markers", name=label,
+                                      line={"color": colors[i % len(colors)]}))
+    fig.update_layout(title="Optimisation trajectories in polar coordinates (retracted panel)",
+                      template="plotly_white", height=420,
+                      polar={"angularaxis": {"direction": "counterclockwise"}, "sector": [0, 180]})
+    return fig
+
+
+# --------------------------------------------------------------------------- error vs training NLL
+
+
+@dataclass
+class FitResult(Result):
+    """One point per run: training NLL and test error (Figs. 5-7, C.2), with the run's settings."""
+
+    labels: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    data_fraction: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    patch_size: np.ndarray = field(default_factory=lambda: np.zeros(0))  # NaN: no patch embedding
+    window: np.ndarray = field(default_factory=lambda: np.zeros(0))  # NaN: global attention / none
+    nll_train: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    error_test: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    has_msa: list[bool] = field(default_factory=list)
+    n_images: int = 0
+
+
+def train_nll(model: nn.Module, batches: Batches) -> float:
+    """Mean cross-entropy (no label smoothing) of ``model`` in eval mode over ``batches``."""
+    total, n = 0.0, 0
+    dev = next(model.parameters()).device
+    with analysis_mode(model), torch.no_grad():
+        for x, y in batches:
+            total += float(nn.functional.cross_entropy(model(x.to(dev)), y.to(dev), reduction="sum"))
+            n += len(y)
+    return total / n
+
+
+def _patch_size(model: nn.Module) -> float:
+    pe = getattr(model, "patch_embed", None)
+    ps = getattr(pe, "patch_size", None)
+    if ps is None:
+        return float("nan")
+    return float(ps[0] if isinstance(ps, (tuple, list)) else ps)
+
+
+def fit_points(trained: Mapping[str, Any], cfg: dict[str, Any], seed: int = 0,
+               n_images: int | None = None) -> FitResult:
+    """Training NLL and test error of every run (Park & Kim 2022, Figs. 5-7: "the lower the training
+    NLL, the lower the test error"). NLL: mean cross-entropy in eval mode on ``n_images`` (default
+    ``analysis_images``) fixed augmented images of the run's *own* training set (its data fraction);
+    error: ``1 - test accuracy`` after the last epoch."""
+    n = int(n_images if n_images is not None else cfg["analysis_images"])
+    bs = min(64, n)
+    res = FitResult(n_images=n)
+    fr, ps, win, nll, err = [], [], [], [], []
+    for label, t in trained.items():
+        f = float(t.config.get("data_fraction", 1.0))
+        batches = training_batches(cfg, math.ceil(n / bs), bs, seed, data_fraction=f)
+        res.labels.append(label)
+        res.models.append(t.config["model"])
+        res.has_msa.append(any(b.kind == "msa" for b in t.model.blocks()))
+        fr.append(f)
+        ps.append(_patch_size(t.model))
+        win.append(float(t.config.get("model_cfg", {}).get("window", float("nan"))))
+        nll.append(train_nll(t.model, batches))
+        err.append(1.0 - t.history.final("test_acc"))
+    res.data_fraction, res.patch_size, res.window = np.asarray(fr), np.asarray(ps), np.asarray(win)
+    res.nll_train, res.error_test = np.asarray(nll), np.asarray(err)
+    return res
+
+
+def plot_error_vs_nll(fit: FitResult, color_by: str = "models", title: str | None = None) -> go.Figure:
+    """Test error against training NLL, one marker per run, grouped (coloured) by ``color_by``
+    (``models``, ``labels``, ``data_fraction``, ``patch_size`` or ``window``); hover shows the run."""
+    choices = ("models", "labels", "data_fraction", "patch_size", "window")
+    if color_by not in choices:
+        raise ValueError(f"color_by={color_by!r} is not one of {choices}")
+    values = getattr(fit, color_by)
+    groups = [str(g) for g in (values.tolist() if isinstance(values, np.ndarray) else values)]
+    colors = plotly.colors.qualitative.Plotly
+    fig = go.Figure()
+    for i, g in enumerate(dict.fromkeys(groups)):
+        idx = [j for j, x in enumerate(groups) if x == g]
+        fig.add_trace(go.Scatter(
+            x=fit.nll_train[idx], y=100 * fit.error_test[idx], mode="markers+text", name=g,
+            text=[fit.labels[j] for j in idx], textposition="top center",
+            marker={"size": 11, "color": colors[i % len(colors)]},
+            hovertemplate="%{text}<br>NLL_train %{x:.3f}<br>error %{y:.1f}%<extra></extra>"))
+    fig.update_layout(title=title or "Test error against training NLL", template="plotly_white", height=420,
+                      xaxis_title="NLL on training images (eval mode)", yaxis_title="test error (%)",
+                      legend_title=color_by)
+    return fig
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation (average ranks for ties); NaN with fewer than 3 points or constant data."""
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+        return float("nan")
+    return float(spearmanr(x[ok], y[ok]).statistic)
+
+
+# --------------------------------------------------------------------------- live controls
+
+
+def sweep_spectrum_figure(value: Any, *, cfg: dict[str, Any], model: str, setting: str, batches: Batches,
+                          seed: int = 0) -> go.Figure:
+    """Train (or load) ``model`` with ``{setting: value}`` and plot its Hessian spectrum (final weights);
+    the ``compute`` of the live controls of chapters 05 and 06."""
+    from hdvit_lib.plots.hessian import plot_spectrum
+
+    t = train_runs({f"{model} {setting}={value}": run_spec(model, **{setting: value})}, cfg, seed)
+    label, tr = next(iter(t.items()))
+    return plot_spectrum({label: hessian_spectrum(tr.model, batches, cfg, seed, name=label)},
+                         title=f"Hessian spectrum, {setting}={value}")
+
+
+def live_sweep_control(cfg: dict[str, Any], model: str, setting: str, values: Sequence[Any],
+                       batches: Batches, precomputed: Mapping[Any, HessianSpectrum] | None = None,
+                       seed: int = 0) -> Any:
+    """An ipywidgets slider over ``values`` of ``setting`` (e.g. ``patch_size``, ``window``): shows the
+    precomputed spectrum, or trains/loads the model and computes it live (needs a kernel)."""
+    from hdvit_lib.plots.hessian import plot_spectrum
+    from hdvit_lib.widgets import live_control
+
+    figs = {v: plot_spectrum({f"{setting}={v}": s}, title=f"Hessian spectrum, {setting}={v}")
+            for v, s in (precomputed or {}).items()}
+    compute = functools.partial(sweep_spectrum_figure, cfg=cfg, model=model, setting=setting, batches=batches,
+                                seed=seed)
+    return live_control(values, compute, description=setting, precomputed=figs)
+
+
+# --------------------------------------------------------------------------- claim checks
+
+
+def _kinds(trained_or_models: Any) -> set[str]:
+    m = getattr(trained_or_models, "model", trained_or_models)
+    return {b.kind for b in m.blocks()}
+
+
+def pick_conv_msa(trained: Mapping[str, Any]) -> tuple[str, str]:
+    """The labels of the first Conv model (conv blocks, no MSA) and the first MSA model."""
+    conv = next((k for k, t in trained.items() if "conv" in _kinds(t) and "msa" not in _kinds(t)), None)
+    msa = next((k for k, t in trained.items() if "msa" in _kinds(t)), None)
+    if conv is None or msa is None:
+        raise ValueError(f"need a Conv model and an MSA model; got {list(trained)}")
+    return conv, msa
+
+
+def _head(flags: Sequence[bool | None]) -> tuple[bool | None, str]:
+    known = [f for f in flags if f is not None]
+    if not known:
+        return None, "undecided in this run"
+    if all(known):
+        return (True if len(known) == len(flags) else None), ("holds in this run" if len(known) == len(flags)
+                                                                else "holds where it could be measured")
+    if not any(known):
+        return False, "does not hold in this run"
+    return False, "holds only in part in this run"
+
+
+def _lt(a: float, b: float) -> bool | None:
+    return None if (math.isnan(a) or math.isnan(b)) else a < b
+
+
+def claim_landscape(lands: Mapping[str, Landscape], per_tag: Mapping[str, Mapping[str, HessianSpectrum]],
+                    conv: str, msa: str, preset: str = "") -> Claim:
+    """Fig. 1's claim: MSAs flatten the loss landscape (the ViT's surface is less curved and its
+    Hessian eigenvalues are smaller than the ResNet's) while making it non-convex (the ViT has
+    negative Hessian eigenvalues, the ResNet few), most of all early in training.
+
+    Measured: ``landscape_curvature`` of both surfaces (final weights), the median largest Hessian
+    eigenvalue at the last snapshot, and the share of negative eigenvalues at every snapshot.
+    Holds when (a) curvature, (b) largest eigenvalue are lower for the MSA model and (c) its share of
+    negative eigenvalues at the end of warm-up (or the first snapshot present) exceeds the Conv model's."""
+    paper = ("MSAs flatten the loss landscape: ViT's landscape is flatter than ResNet's (small Hessian "
+             "eigenvalues), but non-convex (negative Hessian eigenvalues), especially early in training; "
+             "Sec. 2.2, Fig. 1.")
+    measured: dict[str, float] = {}
+    curv = {k: landscape_curvature(lands[k]) for k in (conv, msa)}
+    for k in (conv, msa):
+        measured[f"{k}: landscape curvature"] = curv[k]
+    tags = list(per_tag)
+    summ = {tag: {k: spectrum_summary(per_tag[tag][k]) for k in (conv, msa)} for tag in tags}
+    last = tags[-1]
+    for tag in tags:
+        for k in (conv, msa):
+            measured[f"{k} @ {tag}: negative share"] = summ[tag][k]["negative share"]
+    for k in (conv, msa):
+        measured[f"{k} @ {last}: median max eigenvalue"] = summ[last][k]["median max eigenvalue"]
+    early = "warmup" if "warmup" in summ else tags[0]
+    a = _lt(curv[msa], curv[conv])
+    b = _lt(summ[last][msa]["median max eigenvalue"], summ[last][conv]["median max eigenvalue"])
+    c = _lt(summ[early][conv]["negative share"], summ[early][msa]["negative share"])
+    holds, head = _head([a, b, c])
+    words = [
+        f"(a) {msa}'s surface is {'less' if a else 'more'} curved than {conv}'s ({curv[msa]:.3g} vs {curv[conv]:.3g})"
+        if a is not None else "(a) undecided",
+        f"(b) its median largest Hessian eigenvalue at {last} is {'smaller' if b else 'larger'} "
+        f"({summ[last][msa]['median max eigenvalue']:.3g} vs {summ[last][conv]['median max eigenvalue']:.3g})"
+        if b is not None else "(b) undecided",
+        f"(c) at {early} {summ[early][msa]['negative share']:.0%} of {msa}'s top eigenvalues are negative, "
+        f"{summ[early][conv]['negative share']:.0%} of {conv}'s" if c is not None else "(c) undecided",
+    ]
+    return Claim(paper, measured, holds, f"{head}: " + "; ".join(words) + ".", preset)
+
+
+def claim_negative_eigenvalues(specs: Mapping[str, HessianSpectrum], conv: str, msa: str, msa_small: str,
+                               preset: str = "") -> Claim:
+    """Fig. 4's claims, at the end of warm-up: (a) the ViT has more negative Hessian eigenvalues than
+    the ResNet; (b) its positive eigenvalues are smaller; (c) a ViT trained on 6% of the data has
+    more negative eigenvalues (a larger share, larger magnitude) than one trained on all of it:
+    large data sets suppress negative eigenvalues. Holds when all three do."""
+    paper = ("At the end of warm-up ViT has many negative Hessian eigenvalues, ResNet only a few; ViT's positive "
+             "eigenvalues are small; a ViT trained on 6% of the data has more and larger negative eigenvalues: "
+             "large data sets suppress them; Sec. 2.2, Fig. 4.")
+    s = {k: spectrum_summary(specs[k]) for k in (conv, msa, msa_small)}
+    measured = {f"{k}: {q}": s[k][q] for k in (conv, msa, msa_small)
+                for q in ("negative share", "median |negative|", "median positive")}
+    a = _lt(s[conv]["negative share"], s[msa]["negative share"])
+    b = _lt(s[msa]["median positive"], s[conv]["median positive"])
+    share = _lt(s[msa]["negative share"], s[msa_small]["negative share"])
+    mag = _lt(s[msa]["median |negative|"], s[msa_small]["median |negative|"])
+    c = None if share is None else bool(share and mag is not False)  # share decides; magnitude if measured
+    holds, head = _head([a, b, c])
+    words = [
+        f"(a) negative share {s[msa]['negative share']:.0%} ({msa}) vs {s[conv]['negative share']:.0%} ({conv})",
+        (f"(b) median positive eigenvalue {s[msa]['median positive']:.3g} ({msa}) vs "
+        f"{s[conv]['median positive']:.3g} ({conv})"),
+        (f"(c) {msa_small}: negative share {s[msa_small]['negative share']:.0%}, median |negative| "
+        f"{s[msa_small]['median |negative|']:.3g} vs {s[msa]['negative share']:.0%}, "
+        f"{s[msa]['median |negative|']:.3g} for {msa}"),
+    ]
+    verdict = f"{head}: " + "; ".join(words) + (
+        ". (Each part: " + ", ".join(f"({p}) {'yes' if f else 'no' if f is False else 'n/a'}"
+                                    for p, f in zip("abc", (a, b, c))) + ".)")
+    return Claim(paper, measured, holds, verdict, preset)
+
+
+def claim_error_vs_nll(fit: FitResult, preset: str = "", strong: float = 0.5) -> Claim:
+    """Figs. 5-7's claim: across models and data sizes, the lower the training NLL, the lower the test
+    error; ViT's weakness on small data is poor optimisation (high training NLL), not overfitting.
+
+    Measured: Spearman's rho between training NLL and test error over all runs, and, for each model
+    trained on several data fractions, whether the smallest fraction has the higher training NLL (no
+    overfitting: a model that overfits would fit its small set *better*). Holds when rho > ``strong``
+    and no MSA model has a lower training NLL on its smallest data fraction than on its largest."""
+    paper = ("The lower the training NLL, the lower the test error, across models and data set sizes: ViT does "
+             "not overfit small data sets, it fits them poorly (weak inductive bias, hard optimisation); "
+             "Sec. 2, Figs. 5-7.")
+    rho = spearman(fit.nll_train, fit.error_test)
+    measured: dict[str, float] = {"Spearman rho (NLL_train, error)": rho, "runs": float(len(fit.labels))}
+    no_overfit: list[bool] = []
+    groups = [(m, str(p), str(w)) for m, p, w in zip(fit.models, fit.patch_size.tolist(), fit.window.tolist())]
+    for key in dict.fromkeys(groups):
+        m = key[0]
+        idx = [i for i, g in enumerate(groups) if g == key]
+        fr = fit.data_fraction[idx]
+        if len(set(fr.tolist())) < 2:
+            continue
+        lo, hi = idx[int(np.argmin(fr))], idx[int(np.argmax(fr))]
+        measured[f"{m}: NLL_train at {fit.data_fraction[lo]:.0%} data"] = float(fit.nll_train[lo])
+        measured[f"{m}: NLL_train at {fit.data_fraction[hi]:.0%} data"] = float(fit.nll_train[hi])
+        if fit.has_msa[lo]:
+            no_overfit.append(bool(fit.nll_train[lo] >= fit.nll_train[hi]))
+    a = None if math.isnan(rho) else rho > strong
+    b = all(no_overfit) if no_overfit else None
+    holds, head = _head([a, b])
+    words = [f"Spearman's rho between training NLL and test error over {len(fit.labels)} runs is {rho:.2f} "
+             f"({'above' if a else 'not above'} {strong})" if a is not None else "rho undecided (too few runs)"]
+    if b is not None:
+        words.append(f"{'every' if b else 'not every'} MSA model had a higher (or equal) training NLL on its smallest "
+                     "data fraction (no overfitting)")
+    return Claim(paper, measured, holds, f"{head}: " + "; ".join(words) + ".", preset)
+
+
+def claim_local_msa(fit: FitResult, specs: Mapping[str, HessianSpectrum], global_label: str = "global",
+                    preset: str = "") -> Claim:
+    """The local-MSA claim: a locality constraint helps ViT: local MSAs (small windows) reach a
+    lower training NLL and test error than global MSA, and suppress negative Hessian eigenvalues.
+
+    Measured for each window: test error, training NLL, share of negative eigenvalues. Holds when the
+    best local window beats global attention in error and in training NLL, and the local windows
+    have a smaller share of negative eigenvalues on average."""
+    paper = ("A locality constraint improves ViT: MSAs with a small local window reach a lower training NLL and "
+             "test error than global MSAs, and have fewer negative Hessian eigenvalues; Sec. 2, Figs. 6-7.")
+    if global_label not in fit.labels:
+        raise ValueError(f"global_label={global_label!r} is not among the runs {fit.labels}")
+    measured: dict[str, float] = {}
+    for i, label in enumerate(fit.labels):
+        measured[f"{label}: error"] = float(fit.error_test[i])
+        measured[f"{label}: NLL_train"] = float(fit.nll_train[i])
+        if label in specs:
+            measured[f"{label}: negative share"] = spectrum_summary(specs[label])["negative share"]
+    g = fit.labels.index(global_label)
+    local = [i for i in range(len(fit.labels)) if i != g]
+    if not local:
+        raise ValueError("claim_local_msa needs at least one local window besides global attention")
+    best = min(local, key=lambda i: fit.error_test[i])
+    a = _lt(fit.error_test[best], fit.error_test[g])
+    b = _lt(min(fit.nll_train[i] for i in local), fit.nll_train[g])
+    neg_local = [spectrum_summary(specs[fit.labels[i]])["negative share"] for i in local if fit.labels[i] in specs]
+    neg_g = spectrum_summary(specs[global_label])["negative share"] if global_label in specs else float("nan")
+    c = _lt(float(np.mean(neg_local)) if neg_local else float("nan"), neg_g)
+    holds, head = _head([a, b, c])
+    words = [
+        (f"the best local window ({fit.labels[best]}) has test error {fit.error_test[best]:.1%} vs "
+        f"{fit.error_test[g]:.1%} for global attention"),
+        f"lowest local training NLL {min(fit.nll_train[i] for i in local):.3f} vs {fit.nll_train[g]:.3f}",
+        (f"mean negative-eigenvalue share of the local windows {np.mean(neg_local) if neg_local else float('nan'):.0%} "
+        f"vs {neg_g:.0%}"),
+    ]
+    return Claim(paper, measured, holds, f"{head}: " + "; ".join(words) + ".", preset)
