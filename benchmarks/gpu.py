@@ -26,15 +26,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import platform
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from baselines import (  # benchmarks/ is the script's folder
+    deepcopy_landscape,
+    pyhessian_power,
+)
 from torch import nn
 
 from hdvit_lib.models import get_model
@@ -122,76 +125,9 @@ def bench_training(cfg: argparse.Namespace) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------ (b) Hessian
-@contextlib.contextmanager
-def hessian_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode, plain (non-fused) attention: the hessian module's ``analysis_mode`` if present."""
-    try:
-        from hdvit_lib.analysis.hessian import analysis_mode
-    except ImportError:
-        analysis_mode = None
-    if analysis_mode is not None:
-        with analysis_mode(model):
-            yield
-        return
-    was = model.training
-    fused = [m for m in model.modules() if getattr(m, "fused_attn", None) is True]
-    model.eval()
-    for m in fused:
-        m.fused_attn = False
-    try:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        with sdpa_kernel([SDPBackend.MATH]):
-            yield
-    finally:
-        model.train(was)
-        for m in fused:
-            m.fused_attn = True
-
-
-def power_top_k(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], k: int, tol: float,
-                max_iter: int) -> tuple[list[float], int]:
-    """PyHessian-style top-k: one gradient graph, HVPs by double backward, deflated power iteration."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    x, y = batch
-    loss = nn.functional.cross_entropy(model(x), y)
-    grads = torch.autograd.grad(loss, params, create_graph=True)
-    g = torch.Generator(device=x.device).manual_seed(0)
-    eigvals: list[float] = []
-    eigvecs: list[list[torch.Tensor]] = []
-    n_hvp = 0
-
-    def dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
-        return sum((u * w).sum() for u, w in zip(a, b, strict=True))
-
-    def normalise(v: list[torch.Tensor]) -> list[torch.Tensor]:
-        n = dot(v, v).sqrt()
-        return [t / (n + 1e-12) for t in v]
-
-    for _ in range(k):
-        v = normalise([torch.randn(p.shape, device=p.device, generator=g) for p in params])
-        lam = None
-        for _ in range(max_iter):
-            for e in eigvecs:  # deflation by orthogonalisation (PyHessian)
-                c = dot(v, e)
-                v = [a - c * b for a, b in zip(v, e, strict=True)]
-            v = normalise(v)
-            hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
-            n_hvp += 1
-            new = float(dot(hv, v))
-            v = normalise([t.detach() for t in hv])
-            if lam is not None and abs(new - lam) / (abs(lam) + 1e-6) < tol:
-                lam = new
-                break
-            lam = new
-        eigvals.append(lam)
-        eigvecs.append(v)
-    return sorted(eigvals, key=abs, reverse=True), n_hvp
-
-
 def bench_hessian(cfg: argparse.Namespace) -> list[dict]:
     try:
-        from hdvit_lib.analysis.hessian import spectrum, top_eigenvalues
+        from hdvit_lib.analysis.hessian import analysis_mode, spectrum, top_eigenvalues
     except ImportError as e:
         print(f"  (b) skipped: hdvit_lib.analysis.hessian not available ({e})")
         return []
@@ -199,11 +135,11 @@ def bench_hessian(cfg: argparse.Namespace) -> list[dict]:
     for name in cfg.hessian_models:
         model = build(name, cfg)
         batch = random_batch(cfg.hessian_batch, cfg.device, 1)
-        with hessian_mode(model):  # warm-up (kernel selection)
+        with analysis_mode(model):  # eval, plain attention; first a warm-up (kernel selection)
             loss = nn.functional.cross_entropy(model(batch[0]), batch[1])
             torch.autograd.grad(loss, list(model.parameters()))
             t_base, (base_vals, base_hvp) = timed(
-                lambda m=model, b=batch: power_top_k(m, b, cfg.k, cfg.tol, cfg.max_iter), cfg.device)
+                lambda m=model, b=batch: pyhessian_power(m, *b, cfg.k, cfg.tol, cfg.max_iter), cfg.device)
         t_ours, (vals, info) = timed(lambda m=model, b=batch: top_eigenvalues(
             m, b, k=cfg.k, method="lanczos", tol=cfg.tol, max_iter=cfg.max_iter, return_info=True), cfg.device)
         batches = [random_batch(cfg.hessian_batch, cfg.device, 10 + i) for i in range(cfg.spectrum_batches)]
@@ -228,24 +164,6 @@ def bench_hessian(cfg: argparse.Namespace) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------ (c) landscape
-def baseline_landscape(model: nn.Module, dirs: list[dict[str, torch.Tensor]], coords: list[tuple[float, float]],
-                       batches: list[tuple[torch.Tensor, torch.Tensor]]) -> list[float]:
-    """The official way: per grid point, copy the model, move its weights, evaluate all images."""
-    out = []
-    n = sum(len(y) for _, y in batches)
-    for a, b in coords:
-        m = copy.deepcopy(model)
-        with torch.no_grad():
-            for name, p in m.named_parameters():
-                if name in dirs[0]:
-                    p.add_(a * dirs[0][name] + b * dirs[1][name])
-            m.eval()
-            nll = sum(float(nn.functional.cross_entropy(m(x), y, reduction="sum")) for x, y in batches)
-        out.append(nll / n)
-        del m
-    return out
-
-
 def bench_landscape(cfg: argparse.Namespace) -> list[dict]:
     try:
         from hdvit_lib.analysis.landscape import loss_landscape, random_direction
@@ -263,7 +181,8 @@ def bench_landscape(cfg: argparse.Namespace) -> list[dict]:
         coords = [(a, b) for b in lin for a in lin]  # the order loss_landscape uses (a fastest)
         with torch.no_grad():
             model(batches[0][0])  # warm-up
-        t_base, base_nll = timed(lambda m=model, d=dirs, c=coords, b=batches: baseline_landscape(m, d, c, b), cfg.device)
+        t_base, base_nll = timed(lambda m=model, d=dirs, c=coords, b=batches: deepcopy_landscape(m, tuple(d), c, b),
+                               cfg.device)
         t_ours, land = timed(lambda m=model, b=batches: loss_landscape(m, b, n_points=n_side, span=1.0, seed=0,
                                                             chunk=cfg.chunk, progress=False), cfg.device)
         diff = max(abs(float(u) - v) for u, v in zip(land.nll.ravel(), base_nll, strict=True))

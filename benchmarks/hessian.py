@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import torch
+from baselines import pyhessian_power  # benchmarks/ is the script's folder
 from torch import nn
 
 from hdvit_lib.analysis.hessian import analysis_mode, spectrum
@@ -61,43 +62,6 @@ def small_models() -> dict[str, nn.Module]:
         return {n: get_model(n, num_classes=10) for n in ("vit_ti_tiny", "resnet18_tiny")}
     except ImportError:
         return {"vit_like": _ViT(), "resnet_like": _Res()}
-
-
-def pyhessian_power(model: nn.Module, x, y, k: int, tol: float, max_iter: int, seed: int) -> tuple[np.ndarray, int]:
-    """PyHessian's ``eigenvalues(top_n=k)``: deflated power iteration, HVPs by double backward."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    loss = nn.functional.cross_entropy(model(x), y)
-    grads = torch.autograd.grad(loss, params, create_graph=True)
-    gen = torch.Generator().manual_seed(seed)
-
-    def dot(a, b):
-        return sum((u * v).sum() for u, v in zip(a, b))
-
-    def normalise(v):
-        n = float(dot(v, v)) ** 0.5 + 1e-6
-        return [t / n for t in v]
-
-    eigvals, eigvecs, n_hvp = [], [], 0
-    for _ in range(k):
-        v = normalise([torch.randn(p.shape, generator=gen) for p in params])
-        eig = None
-        for _ in range(max_iter):
-            for e in eigvecs:  # orthonormalise against the eigenvectors found so far
-                c = dot(v, e)
-                v = [a - c * b for a, b in zip(v, e)]
-            v = normalise(v)
-            hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
-            n_hvp += 1
-            new = float(dot(hv, v))
-            v = normalise([t.detach() for t in hv])
-            if eig is not None and abs(eig - new) / (abs(eig) + 1e-6) < tol:
-                eig = new
-                break
-            eig = new
-        eigvals.append(eig)
-        eigvecs.append(v)
-    vals = np.asarray(eigvals)
-    return vals[np.argsort(-np.abs(vals), kind="stable")], n_hvp
 
 
 def main() -> None:

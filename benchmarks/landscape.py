@@ -10,7 +10,6 @@ Run: .venv/bin/python benchmarks/landscape.py [--points 7 --images 32 --chunk 16
 from __future__ import annotations
 
 import argparse
-import copy
 import platform
 import sys
 import time
@@ -21,23 +20,17 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baselines import deepcopy_landscape
 from hessian import small_models
 
 from hdvit_lib.analysis.landscape import loss_landscape, random_direction
 
 
 def deepcopy_grid(model: nn.Module, batches, coords: np.ndarray, seed: int) -> np.ndarray:
-    d1, d2 = random_direction(model, seed), random_direction(model, seed + 1)
-    nll = np.zeros((len(coords), len(coords)))
-    n = sum(len(y) for _, y in batches)
-    for i, b in enumerate(coords):
-        for j, a in enumerate(coords):
-            m = copy.deepcopy(model).eval()
-            with torch.no_grad():
-                for name, p in m.named_parameters():
-                    p += float(a) * d1[name] + float(b) * d2[name]
-                nll[i, j] = sum(float(nn.functional.cross_entropy(m(x), y, reduction="sum")) for x, y in batches) / n
-    return nll
+    """The baseline grid (row i: b = coords[i], column j: a = coords[j]), one deep copy per point."""
+    dirs = (random_direction(model, seed), random_direction(model, seed + 1))
+    points = [(float(a), float(b)) for b in coords for a in coords]
+    return np.asarray(deepcopy_landscape(model, dirs, points, batches)).reshape(len(coords), len(coords))
 
 
 def main() -> None:
