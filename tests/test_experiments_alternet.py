@@ -133,15 +133,35 @@ def test_run_buildup_with_a_stub_evaluator(monkeypatch):
     assert "1 epoch(s)" in alt.describe_buildup_budget(cfg)
 
 
-def test_hessian_batches_are_the_first_training_images():
-    from hdvit_lib.data import get_loaders
+class _FakeTrained:
+    """A zoo entry stand-in: ``.model`` and ``.snapshot(tag)``."""
 
-    cfg = get_preset("smoke", hessian_batches=3, hessian_batch_size=16)
-    batches = alt.hessian_batches(cfg)
-    assert len(batches) == 3 and all(x.shape == (16, 3, 32, 32) for x, _ in batches)
-    x0, y0 = next(iter(get_loaders(cfg).train_eval))
-    torch.testing.assert_close(torch.cat([x for x, _ in batches]), x0[:48])
-    assert torch.equal(torch.cat([y for _, y in batches]), torch.as_tensor(y0[:48]))
+    def __init__(self, model: nn.Module, snaps: dict) -> None:
+        self.model, self.snaps = model, snaps
+
+    def snapshot(self, tag):
+        return self.snaps[tag]
+
+
+def test_hessian_spectra_use_the_snapshot_and_match_a_dense_hessian():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    warm = {k: v + 0.5 for k, v in model.state_dict().items()}  # other weights than .model's
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    cfg = get_preset("cpu", hessian_k=3)  # 30 Lanczos steps > 15 parameters: exact
+    spec = alt.hessian_spectra({"lin": _FakeTrained(model, {"warmup": warm})}, [(x, y)], cfg)["lin"]
+
+    wd = cfg["weight_decay"]
+    shapes = [warm["weight"].shape, warm["bias"].shape]
+
+    def loss(flat):
+        w, b = flat[:12].reshape(shapes[0]), flat[12:]
+        return nn.functional.cross_entropy(x.double() @ w.T + b, y) + wd / 2 * (flat**2).sum()
+
+    flat = torch.cat([warm["weight"].ravel(), warm["bias"]]).double()
+    ev = torch.linalg.eigvalsh(torch.func.hessian(loss)(flat)).numpy()
+    top = ev[np.argsort(-np.abs(ev))][:3]
+    np.testing.assert_allclose(spec.eigenvalues[0], top, rtol=1e-3, atol=1e-5)
 
 
 class _Constant(nn.Module):
@@ -160,7 +180,7 @@ class _Constant(nn.Module):
 def test_robustness_of_constant_models_is_their_class_share():
     cfg = get_preset("smoke")
     _, y = alt.corruption_images(cfg, alt.ROBUSTNESS_BUDGET["smoke"]["n_images"])
-    res = alt.robustness_by_model({"zero": _Constant(0), "three": _Constant(3)}, cfg)
+    res = alt.robustness_by_model({"zero": _Constant(0), "three": _FakeTrained(_Constant(3), {})}, cfg)
     for name, c in (("zero", 0), ("three", 3)):
         share = float((y == c).float().mean())
         assert res[name].clean_accuracy == pytest.approx(share)

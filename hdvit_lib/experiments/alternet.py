@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from hdvit_lib.analysis.buildup import BuildUpTrace, build_up, evaluate_placement
-from hdvit_lib.analysis.hessian import HessianSpectrum, spectrum
+from hdvit_lib.analysis.hessian import HessianSpectrum
 from hdvit_lib.analysis.result import Result
 from hdvit_lib.claims import Claim
 from hdvit_lib.data.corruptions import (
@@ -396,30 +396,24 @@ def trained(name: str, cfg: Mapping[str, Any], seed: int = 0, **kwargs: Any):
                          progress=kwargs.pop("progress", False), **kwargs)
 
 
-def train_models(names: Sequence[str], cfg: Mapping[str, Any], seed: int = 0) -> dict[str, nn.Module]:
-    """``{name: trained model (eval mode)}`` from the zoo cache; prints each test accuracy."""
+def train_models(names: Sequence[str], cfg: Mapping[str, Any], seed: int = 0) -> dict[str, Any]:
+    """``{name: Trained}`` (``.model`` in eval mode, ``.snapshot(tag)``) from the zoo cache, shared
+    with the other chapters; prints each test accuracy."""
     out = {}
     for name in names:
         t = trained(name, cfg, seed)
         print(f"{name}: test accuracy {t.history.final('test_acc'):.3f} after {t.history.epochs_done} epochs "
               f"({cfg['name']} preset)")
-        out[name] = t.model
+        out[name] = t
     return out
 
 
 def hessian_batches(cfg: Mapping[str, Any], seed: int = 0) -> Batches:
-    """``cfg["hessian_batches"]`` training mini-batches of ``cfg["hessian_batch_size"]`` images,
-    normalised as in training, without augmentation (the loaders' ``train_eval``)."""
-    from hdvit_lib.data import get_loaders
+    """The preset's Hessian mini-batches, exactly as chapter 04 (Fig. 4) takes them:
+    ``hdvit_lib.experiments.landscape.hessian_batches`` (fixed, augmented training images)."""
+    from hdvit_lib.experiments.landscape import hessian_batches as _hb
 
-    n, bs = int(cfg["hessian_batches"]), int(cfg["hessian_batch_size"])
-    out: Batches = []
-    for x, y in get_loaders(dict(cfg), seed=seed).train_eval:
-        for i in range(0, x.shape[0] - bs + 1, bs):
-            out.append((x[i:i + bs], torch.as_tensor(y[i:i + bs])))
-            if len(out) == n:
-                return out
-    raise ValueError(f"the training set gives only {len(out)} mini-batches of {bs}; hessian_batches={n}")
+    return _hb(dict(cfg), seed)
 
 
 def corruption_images(cfg: Mapping[str, Any], n: int | None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -493,16 +487,17 @@ def claim_buildup(trace: BuildUpTrace, n_test: int, preset: str = "") -> Claim:
 
 
 def robustness_by_model(
-    models: Mapping[str, nn.Module], cfg: Mapping[str, Any], seed: int = 0, root: str | None = None
+    models: Mapping[str, Any], cfg: Mapping[str, Any], seed: int = 0, root: str | None = None
 ) -> dict[str, RobustnessCResult]:
-    """Fig. 12b: ``corruption_robustness`` of every model on the same corrupted test images
-    (:data:`ROBUSTNESS_BUDGET` per preset; ``root``: read the released CIFAR-100-C files)."""
+    """Fig. 12b: ``corruption_robustness`` of every model (an ``nn.Module`` or a zoo ``Trained``)
+    on the same corrupted test images (:data:`ROBUSTNESS_BUDGET` per preset; ``root``: read the
+    released CIFAR-100-C files)."""
     from hdvit_lib.data import mean_std
 
     b = _budget(ROBUSTNESS_BUDGET, cfg)
     x, y = corruption_images(cfg, b["n_images"], seed)
     norm = mean_std(cfg["dataset"])
-    return {name: corruption_robustness(m, x, y, names=b["names"], severities=b["severities"], normalize=norm,
+    return {name: corruption_robustness(getattr(m, "model", m), x, y, names=b["names"], severities=b["severities"], normalize=norm,
                                         seed=seed, device=cfg.get("device"), root=root, n=b["n_images"])
             for name, m in models.items()}
 
@@ -536,12 +531,15 @@ def claim_robustness(results: Mapping[str, RobustnessCResult], alternet: str = "
 # --------------------------------------------------------------------------- Fig. 12c: Hessian
 
 
-def hessian_spectra(models: Mapping[str, nn.Module], batches: Batches, cfg: Mapping[str, Any], seed: int = 0) -> dict[str, HessianSpectrum]:
-    """Fig. 12c: top-``cfg["hessian_k"]`` Hessian eigenvalues per mini-batch (Lanczos, BatchNorm in
-    eval mode, loss with L2 ``weight_decay / 2 * ||w||^2`` as in the paper) for every model."""
-    return {name: spectrum(m, batches, n_batches=len(batches), k=int(cfg["hessian_k"]), method="lanczos",
-                           weight_decay=float(cfg["weight_decay"]), seed=seed, name=name, progress=False)
-            for name, m in models.items()}
+def hessian_spectra(trained: Mapping[str, Any], batches: Batches, cfg: Mapping[str, Any], seed: int = 0,
+                    tag: int | str = "warmup") -> dict[str, HessianSpectrum]:
+    """Fig. 12c: the spectrum of every zoo model (``Trained``) at snapshot ``tag`` (default the end
+    of warm-up, as chapter 04 measures Fig. 4), with chapter 04's protocol
+    (``hdvit_lib.experiments.landscape.hessian_spectrum``: top-``hessian_k`` eigenvalues per
+    mini-batch by Lanczos, BatchNorm in eval mode, loss NLL + ``weight_decay / 2 * ||w||^2``)."""
+    from hdvit_lib.experiments.landscape import hessian_spectrum, model_at
+
+    return {name: hessian_spectrum(model_at(t, tag), batches, dict(cfg), seed, name=name) for name, t in trained.items()}
 
 
 def spectrum_summary(spec: HessianSpectrum) -> dict[str, float]:
@@ -582,13 +580,12 @@ def buildup_step(trace: BuildUpTrace) -> tuple[list[int], list[int]]:
 
 
 def step_spectra(trace: BuildUpTrace, batches: Batches, cfg: Mapping[str, Any], seed: int = 0,
-                 model: str = "alternet50") -> dict[str, HessianSpectrum]:
+                 model: str = "alternet50", tag: int | str = "final") -> dict[str, HessianSpectrum]:
     """Q1: Hessian spectra of the models before and after the first build-up step (read from the
-    zoo cache that :func:`run_buildup` filled), keyed ``"MSAs (0, 0, 0, 0)"`` etc."""
-    out = {}
-    for p in buildup_step(trace):
-        out[f"MSAs {tuple(p)}"] = buildup_model(p, cfg, seed, model).model
-    return hessian_spectra(out, batches, cfg, seed)
+    zoo cache that :func:`run_buildup` filled), keyed ``"MSAs (0, 0, 0, 0)"`` etc.; at the end of
+    their training by default (in ``smoke`` a candidate has no warm-up to stop at)."""
+    out = {f"MSAs {tuple(p)}": buildup_model(p, cfg, seed, model) for p in buildup_step(trace)}
+    return hessian_spectra(out, batches, cfg, seed, tag=tag)
 
 
 def claims_fig12(trace: BuildUpTrace, robustness: Mapping[str, RobustnessCResult],
