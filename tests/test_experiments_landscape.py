@@ -44,6 +44,18 @@ def test_curvature_recovers_a_quadratic_exactly() -> None:
     assert L.landscape_curvature(quad_landscape(2.0, 3.0)) == pytest.approx(np.linalg.eigvalsh(h).mean())
 
 
+def test_curvature_is_local_to_the_centre() -> None:
+    """Quartic walls far from the centre do not enter the fit: the quadratic near 0 is recovered."""
+    a = np.linspace(-1, 1, 9)
+    B, A = np.meshgrid(a, a, indexing="ij")
+    z = A**2 + 2 * B**2 + 1e4 * np.maximum(np.abs(A) - 0.5, 0) ** 4 + 1e4 * np.maximum(np.abs(B) - 0.5, 0) ** 4
+    ls = Landscape(a=a, b=a.copy(), nll=z, loss=z, l2_norms=z * 0, accuracy=z * 0, n_points=9)
+    assert L.landscape_curvature(ls) == pytest.approx(3.0, abs=1e-9)
+    assert L.landscape_curvature(ls, radius=1.0) > 100  # the whole grid sees the walls
+    small = quad_landscape(2.0, 3.0, n=3)  # 3 x 3 grid: all points used
+    assert L.landscape_curvature(small) == pytest.approx(5.0)
+
+
 def test_curvature_of_a_real_landscape_matches_finite_differences() -> None:
     """Rows index b, columns a: a landscape with curvature only along a must not be read along b."""
     a = np.linspace(-1, 1, 5)

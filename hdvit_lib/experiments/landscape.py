@@ -309,14 +309,25 @@ def landscapes(models: Mapping[str, nn.Module], batches: Batches, cfg: dict[str,
             for label, m in models.items()}
 
 
-def landscape_curvature(ls: Landscape, z: str = "loss") -> float:
+def landscape_curvature(ls: Landscape, z: str = "loss", radius: float = 0.5) -> float:
     """Mean curvature of the surface ``z`` around the centre: the least-squares quadratic
-    ``c0 + c1 a + c2 b + c3 a^2 + c4 ab + c5 b^2`` over the grid; returns the mean eigenvalue
-    of its Hessian ``[[2 c3, c4], [c4, 2 c5]]``, i.e. ``c3 + c5`` (per unit of the normalised
-    direction squared). Larger is sharper; negative means the centre is not a minimum on average."""
+    ``c0 + c1 a + c2 b + c3 a^2 + c4 ab + c5 b^2`` over the grid points with
+    ``max(|a|, |b|) <= radius * span`` (the centre's neighbourhood: far points of a sharp model can
+    be orders of magnitude higher and would dominate the fit); returns the mean eigenvalue of its
+    Hessian ``[[2 c3, c4], [c4, 2 c5]]``, i.e. ``c3 + c5`` (per unit of the normalised direction
+    squared). Larger is sharper; negative means the centre is not a minimum on average. Falls back to
+    the 3 x 3 points around the centre if fewer than 9 points are that close."""
     zz = np.asarray(getattr(ls, z), dtype=float)
-    B, A = np.meshgrid(np.asarray(ls.b, float), np.asarray(ls.a, float), indexing="ij")
-    ok = np.isfinite(zz)
+    a_, b_ = np.asarray(ls.a, float), np.asarray(ls.b, float)
+    B, A = np.meshgrid(b_, a_, indexing="ij")
+    span = max(np.abs(a_).max(), np.abs(b_).max())
+    near = np.maximum(np.abs(A), np.abs(B)) <= radius * span + 1e-12
+    if near.sum() < 9:
+        ia = np.argsort(np.abs(a_))[:3]
+        ib = np.argsort(np.abs(b_))[:3]
+        near = np.zeros_like(near)
+        near[np.ix_(ib, ia)] = True
+    ok = near & np.isfinite(zz)
     if ok.sum() < 6:
         return float("nan")
     a, b, y = A[ok], B[ok], zz[ok]
@@ -517,7 +528,7 @@ def claim_landscape(lands: Mapping[str, Landscape], per_tag: Mapping[str, Mappin
     Hessian eigenvalues are smaller than the ResNet's) while making it non-convex (the ViT has
     negative Hessian eigenvalues, the ResNet few), most of all early in training.
 
-    Measured: ``landscape_curvature`` of both surfaces (final weights), the median largest Hessian
+    Measured: ``landscape_curvature`` of both surfaces near the centre (final weights), the median largest Hessian
     eigenvalue at the last snapshot, and the share of negative eigenvalues at every snapshot.
     Holds when (a) curvature, (b) largest eigenvalue are lower for the MSA model and (c) its share of
     negative eigenvalues at the end of warm-up (or the first snapshot present) exceeds the Conv model's."""
