@@ -315,3 +315,17 @@ def test_cache_two_concurrent_callers_train_once(tmp_path, monkeypatch):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert sorted(p.name for p in results[0].dir.iterdir() if p.name != ".lock") == [
         "config.json", "done.json", "history.json", "last.pt", "model.pt", "snap_0.pt", "snap_1.pt", "snap_2.pt"]
+
+
+def test_cache_key_uses_the_models_full_settings():
+    """A default given explicitly is the same entry; a changed default would be a new one; the
+    stored settings (after the JSON round-trip) rebuild the same model."""
+    from hdvit_lib.models import REGISTRY_NAMES, count_params, get_model
+
+    assert cache_key(run_config("vit_local")) == cache_key(run_config("vit_local", model_cfg={"window": 3}))
+    assert cache_key(run_config("vit_local")) != cache_key(run_config("vit_local", model_cfg={"window": 5}))
+    for name in REGISTRY_NAMES:
+        config = run_config(name)
+        assert config["model_cfg"], name  # the tiny defaults are spelled out
+        rebuilt = get_model(name, tiny=config["tiny"], **config["model_cfg"])
+        assert count_params(rebuilt) == count_params(get_model(name, tiny=True)), name

@@ -23,11 +23,13 @@ from .swin import Swin
 from .vit import ViT
 
 __all__ = [
+    "REGISTRY_NAMES",
     "Block",
     "as_feature_map",
     "count_params",
     "get_model",
     "list_models",
+    "model_settings",
     "run_blocks",
     "set_fused_attn",
 ]
@@ -70,6 +72,10 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...], dict[str, 
 }
 
 
+#: The paper-size names (each also has a ``_tiny`` variant).
+REGISTRY_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+
+
 def list_models() -> list[str]:
     """All registered names: the paper-size models, then their ``_tiny`` variants."""
     return list(_REGISTRY) + [f"{n}_tiny" for n in _REGISTRY]
@@ -82,6 +88,21 @@ def _valid_keys(name: str) -> list[str]:
     return sorted(keys)
 
 
+def model_settings(name: str, tiny: bool = False, **cfg: Any) -> dict[str, Any]:
+    """The full settings ``get_model(name, tiny=tiny, **cfg)`` builds with: the preset size's
+    defaults with ``cfg`` applied (checked). Caches key on this, so ``window=3`` given or defaulted
+    is one entry, and a change of a default is a new one."""
+    base = name.removesuffix("_tiny")
+    if base not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
+    _, _, paper, small = _REGISTRY[base]
+    valid = _valid_keys(base)
+    unknown = sorted(set(cfg) - set(valid))
+    if unknown:
+        raise ValueError(f"{base}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    return {**(small if tiny or name.endswith("_tiny") else paper), **cfg}
+
+
 def get_model(name: str, num_classes: int = 10, img_size: int = 32, tiny: bool = False, **cfg: Any) -> nn.Module:
     """Build model ``name`` for ``img_size`` x ``img_size`` inputs with ``num_classes`` outputs.
 
@@ -90,16 +111,8 @@ def get_model(name: str, num_classes: int = 10, img_size: int = 32, tiny: bool =
     that names the valid values. The model is returned in train mode (PyTorch's default):
     analyses set the mode they need.
     """
-    base = name.removesuffix("_tiny")
-    if base not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
-    tiny = tiny or name.endswith("_tiny")
-    ctor, _, paper, small = _REGISTRY[base]
-    valid = _valid_keys(base)
-    unknown = sorted(set(cfg) - set(valid))
-    if unknown:
-        raise ValueError(f"{base}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
-    settings = {**(small if tiny else paper), **cfg}
+    settings = model_settings(name, tiny, **cfg)
+    ctor = _REGISTRY[name.removesuffix("_tiny")][0]
     if "img_size" in inspect.signature(ctor).parameters:
         settings["img_size"] = img_size
     return ctor(num_classes=num_classes, **settings)

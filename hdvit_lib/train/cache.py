@@ -57,6 +57,7 @@ def run_config(
         cfg["dataset"] = dataset
     model_cfg = dict(model_cfg or {})
     tiny = bool(model_cfg.pop("tiny", cfg["tiny"]))
+    model_cfg = _model_settings(model_name, tiny, model_cfg)
     settings = {k: v for k, v in cfg.items() if k != "name" and not k.startswith(ANALYSIS_PREFIXES)}
     config = {
         "cache_version": CACHE_VERSION,
@@ -105,6 +106,17 @@ class Trained:
         if epoch not in available:
             raise ValueError(f"no snapshot at epoch {epoch}; available: {available}")
         return load(self.dir / f"snap_{epoch}.pt")["model"]
+
+
+def _model_settings(name: str, tiny: bool, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The model's full settings (defaults + ``cfg``), so equal models share one entry and a
+    changed default makes a new one. A name the zoo does not know (a test's stand-in) keeps
+    ``cfg`` as given; building it still goes through :func:`_get_model`."""
+    from hdvit_lib.models import list_models, model_settings
+
+    if name not in list_models():
+        return dict(cfg)
+    return model_settings(name, tiny, **cfg)
 
 
 def _get_model(name: str, num_classes: int, tiny: bool, **cfg: Any) -> nn.Module:
