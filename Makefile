@@ -27,7 +27,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 test: $(STAMP)
 	@bash tools/vendor_js.sh || echo "make vendor failed: the fixture-site tests will skip"
-	$(PY) -m pytest -q --timeout=600 $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q --timeout=600 --durations=15 $(PYTEST_ARGS) tests
 
 vendor:
 	bash tools/vendor_js.sh
