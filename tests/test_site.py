@@ -170,7 +170,7 @@ _STATE_JS = """
 const figs = [...document.querySelectorAll('.plotly-graph-div')].map(gd => ({
   id: gd.id,
   drawn: !!gd.querySelector('svg.main-svg') && !!gd._fullData && gd._fullData.length > 0 &&
-         gd.querySelectorAll('.trace, .hm, .contour, .imagelayer image, .gl-container canvas').length > 0,
+         gd.querySelectorAll('.trace, .hm, .contour, .imagelayer image, .gl-container canvas, .table-control-view .cell-text').length > 0,
   sliders: (gd.layout && gd.layout.sliders) ? gd.layout.sliders.length : 0,
 }));
 return {
