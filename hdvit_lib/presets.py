@@ -18,10 +18,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
         "dataset": "synthetic",
         "num_classes": None,  # None: the dataset's own (synthetic: 10)
-        "n_train": 2000,
+        "n_train": 4000,
         "n_test": 500,
         "tiny": True,
-        "epochs": 2,
+        "epochs": 3,
         "warmup_epochs": 1,
         "batch_size": 64,
         "lr": 1e-3,

@@ -236,7 +236,7 @@ def test_accuracy_vs_data_and_its_claims(monkeypatch):
             self.history = _H(a)
 
     monkeypatch.setattr(alt, "trained", lambda name, cfg, seed, data_fraction: _T(table[(name, data_fraction)]))
-    cfg = get_preset("smoke")
+    cfg = get_preset("smoke", n_train=2000)
     data = alt.accuracy_vs_data(["resnet50", "vit_ti", "alternet50"], (0.25, 1.0), cfg)
     np.testing.assert_allclose(data.accuracy, [[0.40, 0.60], [0.20, 0.45], [0.42, 0.66]])
     assert data.n_train == [500, 2000] and data.n_test == 500
