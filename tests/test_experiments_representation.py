@@ -200,3 +200,28 @@ def test_paper_preset_keeps_float16_features_in_memory_only(models_and_batches, 
     v16, v32 = rep.variance_by_model({"m": half})["m"], rep.variance_by_model({"m": full})["m"]
     np.testing.assert_allclose(v16.variance[:-1], v32.variance[:-1], rtol=2e-3)  # last block: logits, NaN
     assert not list((tmp_path / "features").glob("*float16.pt"))
+
+
+def test_model_picker_computes_only_what_is_not_precomputed(models_and_batches, monkeypatch):
+    """Building the picker runs nothing; a precomputed model is shown from the cache; another model
+    is trained/loaded and analysed on demand, once, and gives the same numbers as the batch path."""
+    models, batches = models_and_batches
+    feats = rep.features_by_model({"resnet50": models["resnet50"]}, batches, CFG)
+    pre = rep.variance_by_model(feats)
+    trained_calls = []
+
+    def fake_train(names, cfg, seed=0, progress=False):
+        trained_calls.append(list(names))
+        return {n: models[n] for n in names}
+
+    monkeypatch.setattr(rep, "train_models", fake_train)
+    shown = []
+    picker = rep.model_picker(rep.variance_by_model, lambda r: shown.append(dict(r)), CFG, batches, pre)
+    assert picker.calls == 0 and trained_calls == []
+    picker.control.value = "swin_ti"
+    assert picker.calls == 1 and trained_calls == [["swin_ti"]]
+    direct = rep.variance_by_model(rep.features_by_model({"swin_ti": models["swin_ti"]}, batches, CFG))["swin_ti"]
+    np.testing.assert_allclose(shown[-1]["swin_ti"].variance, direct.variance)
+    picker.control.value = "resnet50"  # precomputed: shown without computing
+    picker.control.value = "swin_ti"  # computed before: from the picker's cache
+    assert picker.calls == 1 and list(shown[-2]) == ["resnet50"]

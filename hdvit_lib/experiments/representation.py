@@ -17,7 +17,7 @@ chapters -- share one forward pass. Claim checks classify models by their block 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,29 @@ def features_by_model(
         name: extract_features(m, batches, device=cfg.get("device"), cache_dir=features_cache_dir(cfg), dtype=dtype)
         for name, m in models.items()
     }
+
+
+def model_picker(
+    analyse: Callable[[Mapping[str, Features]], Mapping[str, Any]],
+    plot: Callable[[Mapping[str, Any]], Any],
+    cfg: dict[str, Any],
+    batches: Batches,
+    precomputed: Mapping[str, Any],
+    seed: int = 0,
+) -> Any:
+    """A live-kernel dropdown over every zoo model: shows ``plot({name: result})`` for the chosen
+    model, where ``result`` is precomputed or computed on demand (train/load from the cache, one
+    feature pass, ``analyse``). The chapter's plotly dropdown is its static-site twin."""
+    from hdvit_lib.models import REGISTRY_NAMES
+    from hdvit_lib.widgets import live_control
+
+    def compute(name: str) -> Any:
+        features = features_by_model(train_models([name], cfg, seed=seed), batches, cfg)
+        return analyse(features)[name]
+
+    first = next(iter(precomputed), REGISTRY_NAMES[0])
+    return live_control(list(REGISTRY_NAMES), compute, render=lambda r: plot({r.model: r}),
+                        description="model", precomputed=precomputed, value=first, kind="dropdown")
 
 
 # --------------------------------------------------------------------------- analyses per model
