@@ -17,6 +17,7 @@ import torch
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
         "dataset": "synthetic",
+        "download": False,
         "num_classes": None,  # None: the dataset's own (synthetic: 10)
         "n_train": 4000,
         "n_test": 500,
@@ -39,6 +40,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "cpu": {
         "dataset": "synthetic",
+        "download": False,
         "num_classes": None,  # None: the dataset's own (synthetic: 10)
         "n_train": 10000,
         "n_test": 2000,
@@ -63,6 +65,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # Park & Kim (2022), Appendix A: AdamW, lr 1.25e-4 at batch 96, wd 0.05, 5 warm-up +
         # 300 epochs, cosine, clip 5, RandAugment, mixup/cutmix, label smoothing 0.1.
         "dataset": "cifar100",
+        "download": True,  # torchvision's CIFAR-100 download (MD5-checked) into $HDVIT_DATA
         "num_classes": None,
         "n_train": None,
         "n_test": None,

@@ -310,3 +310,21 @@ def test_get_loaders_paper_cifar_fixture(tmp_path):
     assert (
         soft.shape == (16, 100) and len(ld.train) == 2
     )  # drop_last: mixup needs even batches
+
+
+def test_paper_preset_reads_cifar_from_the_default_root(tmp_path, monkeypatch):
+    """`paper` needs no root: CIFAR-100 lives in $HDVIT_DATA (torchvision's layout); the preset's
+    download=True finds the files present and downloads nothing."""
+    rng = np.random.default_rng(3)
+    images = _random_images(rng, 20)
+    write_cifar100(tmp_path, (images, (np.arange(20) % 100).tolist()), (images[:10], list(range(10))))
+    monkeypatch.setenv("HDVIT_DATA", str(tmp_path))
+    from hdvit_lib.data import default_data_root
+
+    assert default_data_root() == tmp_path
+    ld = get_loaders(get_preset("paper", batch_size=10), verify=False)
+    x, _ = next(iter(ld.test))
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in MEAN_STD["cifar100"])
+    np.testing.assert_allclose((x * std + mean)[0].permute(1, 2, 0).numpy() * 255, images[0], atol=1e-3)
+    with pytest.raises(ValueError, match="imagefolder"):
+        get_dataset("imagefolder", "train")  # a folder data set still needs its root

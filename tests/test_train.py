@@ -206,6 +206,7 @@ def test_cache_key_changes_with_every_field(monkeypatch):
     # settings that only steer analyses do not retrain
     monkeypatch.undo()
     assert cache_key(run_config("vit_ti", train_overrides={"hessian_k": 9})) == cache_key(base)
+    assert cache_key(run_config("vit_ti", train_overrides={"download": True})) == cache_key(base)
 
 
 def test_load_or_train_hits_and_misses(tmp_path, monkeypatch):

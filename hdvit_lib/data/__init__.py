@@ -5,7 +5,14 @@
 loaders; ``subsample`` keeps a class-balanced fraction.
 """
 
-from .datasets import NAMES, ImageDataset, balanced_indices, get_dataset, subsample
+from .datasets import (
+    NAMES,
+    ImageDataset,
+    balanced_indices,
+    default_data_root,
+    get_dataset,
+    subsample,
+)
 from .loaders import Loaders, get_loaders
 from .synthetic import generate, radial_power_spectrum, spectrum_slope
 from .transforms import AUGMENTS, MEAN_STD, build_mixup, build_transform, mean_std
@@ -19,6 +26,7 @@ __all__ = [
     "balanced_indices",
     "build_mixup",
     "build_transform",
+    "default_data_root",
     "generate",
     "get_dataset",
     "get_loaders",

@@ -16,6 +16,7 @@ gets, and the tests show that it rejects the fixtures.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,11 @@ class FolderDataset(Dataset):
         return x.float().div_(255.0), int(target)
 
 
+def default_data_root() -> Path:
+    """Where CIFAR lives when no ``root`` is given: ``$HDVIT_DATA``, else ``~/.cache/hdvit/data``."""
+    return Path(os.environ.get("HDVIT_DATA") or Path.home() / ".cache" / "hdvit" / "data")
+
+
 def get_dataset(
     name: str,
     split: str,
@@ -244,9 +250,11 @@ def get_dataset(
     if name == "synthetic":
         count = SYNTHETIC_SIZES[split] if n is None else int(n)
         return _synthetic_cached(count, int(seed), split, int(num_classes or 10))
+    if root is None and name in ("cifar10", "cifar100"):
+        root = default_data_root()
     if root is None:
         raise ValueError(
-            f"dataset={name!r} needs root= (the folder that holds or will hold it)"
+            f"dataset={name!r} needs root= (the folder that holds the train/ and val/ folders)"
         )
     if name in ("cifar10", "cifar100"):
         expected = 10 if name == "cifar10" else 100

@@ -59,12 +59,14 @@ def get_loaders(
     ``batch_size``, ``augment``, ``label_smoothing``; optional ``num_classes``).
 
     ``data_fraction < 1`` keeps a class-balanced subset of the training set (``subsample``).
+    A preset with ``download: True`` (``paper``) downloads a missing data set; ``root=None`` means
+    ``default_data_root()`` (``$HDVIT_DATA``, else ``~/.cache/hdvit/data``).
     ``dataset_kwargs`` go to ``get_dataset`` (e.g. ``verify``, ``image_size``).
     """
     name, augment = cfg["dataset"], cfg.get("augment", "none")
     common = dict(
         root=root,
-        download=download,
+        download=download or bool(cfg.get("download", False)),
         seed=seed,
         num_classes=cfg.get("num_classes"),
         **dataset_kwargs,

@@ -34,6 +34,8 @@ from hdvit_lib.train.loop import train
 CACHE_VERSION = 2  # 2: tiny resnet50 has two blocks per stage
 #: Preset keys that only steer analyses; they do not change the trained weights.
 ANALYSIS_PREFIXES = ("hessian_", "landscape_", "analysis_")
+#: Preset keys that say where data comes from, not what is trained on.
+NOT_WEIGHTS = ("download",)
 
 
 def default_cache_dir() -> Path:
@@ -58,7 +60,10 @@ def run_config(
     model_cfg = dict(model_cfg or {})
     tiny = bool(model_cfg.pop("tiny", cfg["tiny"]))
     model_cfg = _model_settings(model_name, tiny, model_cfg)
-    settings = {k: v for k, v in cfg.items() if k != "name" and not k.startswith(ANALYSIS_PREFIXES)}
+    settings = {
+        k: v for k, v in cfg.items()
+        if k != "name" and k not in NOT_WEIGHTS and not k.startswith(ANALYSIS_PREFIXES)
+    }
     config = {
         "cache_version": CACHE_VERSION,
         "model": model_name,
