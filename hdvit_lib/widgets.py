@@ -17,6 +17,13 @@ from typing import Any
 __all__ = ["LiveControl", "live_control"]
 
 
+def _slider_class() -> type:
+    """ipywidgets' SelectionSlider class (imported lazily, like everything ipywidgets here)."""
+    import ipywidgets as w
+
+    return w.SelectionSlider
+
+
 class LiveControl:
     """A selection slider (or dropdown) and an output area; moving it shows ``render(result)`` for
     the chosen value, where ``result = compute(value)`` unless ``value`` is already in the cache.
@@ -64,7 +71,8 @@ class LiveControl:
 
     def _hint(self, value: Hashable) -> str:
         cached = "precomputed" if value in self.cache else "not computed yet"
-        return (f"<i>live control (needs a running kernel): {value} is {cached}; move the slider to "
+        verb = "move the slider" if isinstance(self.control, _slider_class()) else "pick another"
+        return (f"<i>live control (needs a running kernel): {value} is {cached}; {verb} to "
                 "show a value, computing it if needed</i>")
 
     def result(self, value: Hashable) -> Any:
