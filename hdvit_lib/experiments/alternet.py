@@ -39,6 +39,10 @@ from hdvit_lib.data.corruptions import (
     corruption_robustness,
 )
 
+# Chapters 12/13 call ``alt.train_models`` and ``alt.hessian_batches`` (chapter 04's batches, Fig. 12c).
+from hdvit_lib.experiments.common import train_models  # noqa: F401 (re-exported for the chapters)
+from hdvit_lib.experiments.landscape import hessian_batches  # noqa: F401 (re-exported for the chapters)
+
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
 #: Colours of the block kinds in every block diagram of these chapters.
@@ -394,26 +398,6 @@ def trained(name: str, cfg: Mapping[str, Any], seed: int = 0, **kwargs: Any):
 
     return load_or_train(name, preset=cfg["name"], seed=seed, device=cfg.get("device"),
                          progress=kwargs.pop("progress", False), **kwargs)
-
-
-def train_models(names: Sequence[str], cfg: Mapping[str, Any], seed: int = 0) -> dict[str, Any]:
-    """``{name: Trained}`` (``.model`` in eval mode, ``.snapshot(tag)``) from the zoo cache, shared
-    with the other chapters; prints each test accuracy."""
-    out = {}
-    for name in names:
-        t = trained(name, cfg, seed)
-        print(f"{name}: test accuracy {t.history.final('test_acc'):.3f} after {t.history.epochs_done} epochs "
-              f"({cfg['name']} preset)")
-        out[name] = t
-    return out
-
-
-def hessian_batches(cfg: Mapping[str, Any], seed: int = 0) -> Batches:
-    """The preset's Hessian mini-batches, exactly as chapter 04 (Fig. 4) takes them:
-    ``hdvit_lib.experiments.landscape.hessian_batches`` (fixed, augmented training images)."""
-    from hdvit_lib.experiments.landscape import hessian_batches as _hb
-
-    return _hb(dict(cfg), seed)
 
 
 def corruption_images(cfg: Mapping[str, Any], n: int | None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

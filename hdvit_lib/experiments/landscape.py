@@ -41,6 +41,13 @@ from hdvit_lib.analysis.landscape import (
 from hdvit_lib.analysis.result import Result
 from hdvit_lib.claims import Claim
 
+# Chapters call these as ``ex.run_spec`` / ``ex.train_runs`` / ``ex.train_models`` (explicit re-exports).
+from hdvit_lib.experiments.common import (
+    run_spec,
+    train_models,  # noqa: F401 (re-exported for the chapters)
+    train_runs,
+)
+
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
 #: Fig. 1 and Fig. 4 compare these two.
@@ -77,12 +84,6 @@ def sweep(cfg: dict[str, Any], what: str, given: Sequence | None = None) -> list
 
 
 # --------------------------------------------------------------------------- runs (models)
-
-
-def run_spec(model: str, data_fraction: float = 1.0, **model_cfg: Any) -> dict[str, Any]:
-    """A training run: model name, fraction of the training set, model settings (e.g.
-    ``patch_size``, ``window``)."""
-    return {"model": model, "data_fraction": float(data_fraction), "model_cfg": dict(model_cfg)}
 
 
 def fraction_runs(models: Sequence[str], fractions: Sequence[float]) -> dict[str, dict[str, Any]]:
@@ -135,29 +136,6 @@ def window_runs(windows: Sequence[int], local_model: str = "vit_local",
     out = {f"window {int(k)}": run_spec(local_model, window=int(k)) for k in windows}
     out["global"] = run_spec(global_model)
     return out
-
-
-def train_runs(runs: Mapping[str, Mapping[str, Any]], cfg: dict[str, Any], seed: int = 0,
-               progress: bool = False) -> dict[str, Any]:
-    """``{label: Trained}`` from the zoo cache (trained on a miss) for each run of ``runs``, with the
-    preset ``cfg``; prints each run's test accuracy."""
-    from hdvit_lib.zoo import load_or_train
-
-    out = {}
-    for label, r in runs.items():
-        t = load_or_train(r["model"], preset=cfg["name"], data_fraction=r.get("data_fraction", 1.0), seed=seed,
-                          model_cfg=r.get("model_cfg") or None, device=cfg.get("device"), progress=progress)
-        print(f"{label}: test accuracy {t.history.final('test_acc'):.3f} after {t.history.epochs_done} epochs "
-              f"({cfg['name']} preset)")
-        out[label] = t
-    return out
-
-
-def train_models(names: Sequence[str], cfg: dict[str, Any], seed: int = 0, progress: bool = False) -> dict[str, Any]:
-    """``train_runs`` of ``names`` on the full training set with their default settings."""
-    if isinstance(names, str):
-        names = [names]
-    return train_runs({n: run_spec(n) for n in names}, cfg, seed, progress)
 
 
 def model_at(trained: Any, tag: int | str) -> nn.Module:

@@ -32,6 +32,7 @@ from hdvit_lib.analysis.lesion import LesionResult, lesion_study
 from hdvit_lib.analysis.robustness import RobustnessResult, frequency_robustness
 from hdvit_lib.analysis.variance import VarianceResult, feature_map_variance
 from hdvit_lib.claims import Claim
+from hdvit_lib.experiments import common
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -70,17 +71,7 @@ def train_models(
 ) -> dict[str, nn.Module]:
     """``{name: trained model (eval mode)}`` from the zoo cache (trained on a miss), for the
     preset ``cfg`` (from ``hdvit_lib.notebook.setup``); prints each model's test accuracy."""
-    from hdvit_lib.zoo import load_or_train
-
-    if isinstance(names, str):
-        names = [names]
-    models = {}
-    for name in names:
-        t = load_or_train(name, preset=cfg["name"], seed=seed, device=cfg.get("device"), progress=progress)
-        acc = t.history.final("test_acc")
-        print(f"{name}: test accuracy {acc:.3f} after {t.history.epochs_done} epochs ({cfg['name']} preset)")
-        models[name] = t.model
-    return models
+    return {name: t.model for name, t in common.train_models(names, cfg, seed, progress).items()}
 
 
 def analysis_batches(cfg: dict[str, Any], seed: int = 0, n_images: int | None = None) -> Batches:

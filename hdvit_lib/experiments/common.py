@@ -1,0 +1,40 @@
+"""What every chapter group shares: a training run's spec and the trained models from the zoo cache.
+
+``hdvit_lib.experiments.landscape``, ``.representation`` and ``.alternet`` all train (or load) their
+models through :func:`train_runs` / :func:`train_models`, so the same name and preset are one cache
+entry and print the same line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def run_spec(model: str, data_fraction: float = 1.0, **model_cfg: Any) -> dict[str, Any]:
+    """A training run: model name, fraction of the training set, model settings (e.g.
+    ``patch_size``, ``window``)."""
+    return {"model": model, "data_fraction": float(data_fraction), "model_cfg": dict(model_cfg)}
+
+
+def train_runs(runs: Mapping[str, Mapping[str, Any]], cfg: dict[str, Any], seed: int = 0,
+               progress: bool = False) -> dict[str, Any]:
+    """``{label: Trained}`` from the zoo cache (trained on a miss) for each run of ``runs``, with the
+    preset ``cfg``; prints each run's test accuracy."""
+    from hdvit_lib.zoo import load_or_train
+
+    out = {}
+    for label, r in runs.items():
+        t = load_or_train(r["model"], preset=cfg["name"], data_fraction=r.get("data_fraction", 1.0), seed=seed,
+                          model_cfg=r.get("model_cfg") or None, device=cfg.get("device"), progress=progress)
+        print(f"{label}: test accuracy {t.history.final('test_acc'):.3f} after {t.history.epochs_done} epochs "
+              f"({cfg['name']} preset)")
+        out[label] = t
+    return out
+
+
+def train_models(names: Sequence[str], cfg: dict[str, Any], seed: int = 0, progress: bool = False) -> dict[str, Any]:
+    """``train_runs`` of ``names`` on the full training set with their default settings."""
+    if isinstance(names, str):
+        names = [names]
+    return train_runs({n: run_spec(n) for n in names}, cfg, seed, progress)
