@@ -17,13 +17,6 @@ from typing import Any
 __all__ = ["LiveControl", "live_control"]
 
 
-def _slider_class() -> type:
-    """ipywidgets' SelectionSlider class (imported lazily, like everything ipywidgets here)."""
-    import ipywidgets as w
-
-    return w.SelectionSlider
-
-
 class LiveControl:
     """A selection slider (or dropdown) and an output area; moving it shows ``render(result)`` for
     the chosen value, where ``result = compute(value)`` unless ``value`` is already in the cache.
@@ -53,6 +46,7 @@ class LiveControl:
         if value is not None and value not in values:
             raise ValueError(f"value={value!r} is not one of the choices {values}")
         self.values = values
+        self.kind = kind
         self.compute = compute
         self.render = render if render is not None else (lambda r: r)
         self.cache: dict[Hashable, Any] = dict(precomputed or {})
@@ -71,7 +65,7 @@ class LiveControl:
 
     def _hint(self, value: Hashable) -> str:
         cached = "precomputed" if value in self.cache else "not computed yet"
-        verb = "move the slider" if isinstance(self.control, _slider_class()) else "pick another"
+        verb = "move the slider" if self.kind == "slider" else "pick another"
         return (f"<i>live control (needs a running kernel): {value} is {cached}; {verb} to "
                 "show a value, computing it if needed</i>")
 
