@@ -13,7 +13,6 @@ same model on the same images share one pass.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -25,6 +24,10 @@ import torch
 from torch import nn
 
 from hdvit_lib.models.blocks import Block, as_feature_map
+from hdvit_lib.modes import (  # also imported from here by the other analyses
+    eval_mode,
+    model_device,
+)
 
 _MEMORY: OrderedDict[str, Features] = OrderedDict()
 MEMORY_SLOTS = 4
@@ -85,30 +88,6 @@ def get_blocks(model: nn.Module) -> list[Block]:
     if not blocks or not all(isinstance(b, Block) for b in blocks):
         raise TypeError(f"{type(model).__name__}.blocks() must return a non-empty list[Block]")
     return blocks
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module, blocks: list[Block] | None = None) -> Iterator[None]:
-    """Put ``model`` (and the blocks' modules) in eval mode; restore every module's mode on exit."""
-    mods: list[nn.Module] = list(model.modules())
-    for b in blocks or []:
-        mods += list(b.module.modules())
-        if b.shortcut is not None:
-            mods += list(b.shortcut.modules())
-    saved = [(m, m.training) for m in mods]
-    try:
-        for m, _ in saved:
-            m.training = False
-        yield
-    finally:
-        for m, was in saved:
-            m.training = was
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (CPU for a model without parameters)."""
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def collect_batches(

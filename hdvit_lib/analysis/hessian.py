@@ -42,6 +42,7 @@ from hdvit_lib.distributed import (
     use_sharding,
     world_size,
 )
+from hdvit_lib.modes import eval_mode
 
 METHODS = ("power", "lanczos")
 BACKENDS = ("auto", "vmap", "func", "double_backward")
@@ -57,17 +58,13 @@ def analysis_mode(model: nn.Module) -> Iterator[nn.Module]:
     ``F.scaled_dot_product_attention`` is forced to its math kernel, which supports double backward,
     forward-mode AD and vmap.
     """
-    modes = [(m, m.training) for m in model.modules()]
     fused = [(m, m.fused_attn) for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
     try:
-        model.eval()
         for m, _ in fused:
             m.fused_attn = False
-        with _math_sdpa():
+        with eval_mode(model), _math_sdpa():
             yield model
     finally:
-        for m, mode in modes:
-            m.training = mode
         for m, f in fused:
             m.fused_attn = f
 

@@ -40,6 +40,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from hdvit_lib.analysis.result import Result
+from hdvit_lib.modes import eval_mode, model_device
 
 SEVERITIES = (1, 2, 3, 4, 5)
 
@@ -366,12 +367,8 @@ def corruption_robustness(
         raise ValueError("give images and labels, or root= for the CIFAR-C files")
     if images is not None and n is not None:
         images, labels = images[:n], labels[:n]
-    if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    try:
+    device = torch.device(device) if device is not None else model_device(model)
+    with eval_mode(model):
         acc = np.zeros((len(names), len(severities)))
         clean, n_img = float("nan"), 0
         if images is not None:
@@ -390,8 +387,6 @@ def corruption_robustness(
             c, t = _accuracy(model, batches, normalize, device)
             acc[i, j] = c / t
             n_img = t
-    finally:
-        model.train(was_training)
     return RobustnessCResult(names=list(names), severities=[int(s) for s in severities],
                              accuracy=acc, mean_accuracy=float(acc.mean()), clean_accuracy=clean,
                              n_images=n_img, source=str(root) if root is not None else "generated",

@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from hdvit_lib import distributed as dist_
+from hdvit_lib.modes import eval_mode, model_device
 from hdvit_lib.train.checkpoint import atomic_save, load, rng_state, set_rng_state
 from hdvit_lib.train.history import History
 from hdvit_lib.train.schedule import make_scheduler
@@ -94,19 +95,17 @@ def evaluate(
     Inside a process group the sums are added over ranks, so sharded loaders give the global
     mean (and unsharded ones the same mean, computed N times).
     """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else model_device(model)
     amp = device.type == "cuda" if amp is None else amp
-    was_training = model.training
-    model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=device)
-    for x, y in loader:
-        x, y = _to(x, device, channels_last), y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = model(x)
-        sums[0] += F.cross_entropy(out.float(), y, reduction="sum")
-        sums[1] += (out.argmax(-1) == y).sum()
-        sums[2] += y.shape[0]
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y in loader:
+            x, y = _to(x, device, channels_last), y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                out = model(x)
+            sums[0] += F.cross_entropy(out.float(), y, reduction="sum")
+            sums[1] += (out.argmax(-1) == y).sum()
+            sums[2] += y.shape[0]
     loss, correct, n = dist_.all_reduce_sum(sums).tolist()
     return (loss / n, correct / n) if n else (math.nan, math.nan)
 
