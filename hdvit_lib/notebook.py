@@ -95,15 +95,18 @@ def setup(
     preset: str = "auto",
     *,
     seed: int | None = 0,
+    weights: str = "trained",
     renderer: str | None = None,
     verbose: bool = True,
 ) -> dict[str, Any]:
     """Prepare a chapter: resolve ``preset``, set the plotly renderer, seed, report the device.
 
+    ``weights="official"`` makes the chapter use the authors' CIFAR-100 checkpoints where they fit
+    (``paper`` preset only; see ``hdvit_lib.experiments.common.train_runs``).
     Returns the preset's settings (``hdvit_lib.presets.get_preset``) with ``device`` added
     (``"cuda"`` when a GPU is present, else ``"cpu"``).
     """
-    cfg = get_preset(preset)
+    cfg = get_preset(preset, weights=weights)
     cfg["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     used_renderer = plotly_renderer(renderer)
     if seed is not None:
@@ -112,7 +115,7 @@ def setup(
         torch.manual_seed(seed)
     if verbose:
         gpu = f" ({torch.cuda.get_device_name(0)})" if cfg["device"] == "cuda" else ""
-        print(describe_preset(preset))
+        print(describe_preset(preset) + ("; the authors' checkpoints where they fit" if weights == "official" else ""))
         print(
             f"device: {cfg['device']}{gpu}; torch {torch.__version__}; hdvit_lib {__version__}; "
             f"plotly renderer: {used_renderer}"

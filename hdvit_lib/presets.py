@@ -37,6 +37,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "landscape_points": 5,
         "landscape_images": 256,
         "analysis_images": 128,
+        "weights": "trained",
     },
     "cpu": {
         "dataset": "synthetic",
@@ -60,6 +61,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "landscape_points": 11,
         "landscape_images": 1000,
         "analysis_images": 512,
+        "weights": "trained",
     },
     "paper": {
         # Park & Kim (2022), Appendix A: AdamW, lr 1.25e-4 at batch 96, wd 0.05, 5 warm-up +
@@ -85,10 +87,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "landscape_points": 21,
         "landscape_images": 10000,
         "analysis_images": 1000,
+        # "official": the authors' CIFAR-100 checkpoints (hdvit_lib.pretrained) for the models
+        # that have one, at their default settings on all of the data; every other run is trained.
+        "weights": "trained",
     },
 }
 
 NAMES = ("smoke", "cpu", "paper", "auto")
+#: Where a chapter's models come from: trained here (cached), or the authors' released checkpoints.
+WEIGHTS = ("trained", "official")
 
 
 def resolve(name: str) -> str:
@@ -104,6 +111,8 @@ def get_preset(name: str, **overrides: Any) -> dict[str, Any]:
     """The settings of preset ``name`` (a copy), with ``overrides`` applied.
 
     An override whose key the preset does not have raises, naming the valid keys.
+    ``weights="official"`` (the authors' CIFAR-100 checkpoints) needs CIFAR-100 and paper-size
+    models, i.e. the ``paper`` preset.
     """
     cfg = copy.deepcopy(PRESETS[resolve(name)])
     for k, v in overrides.items():
@@ -111,4 +120,11 @@ def get_preset(name: str, **overrides: Any) -> dict[str, Any]:
             raise ValueError(f"{k!r} is not a preset setting; valid: {', '.join(sorted(cfg))}")
         cfg[k] = v
     cfg["name"] = resolve(name)
+    if cfg["weights"] not in WEIGHTS:
+        raise ValueError(f"weights={cfg['weights']!r} is unknown; choose one of {', '.join(WEIGHTS)}")
+    if cfg["weights"] == "official" and (cfg["dataset"] != "cifar100" or cfg["tiny"]):
+        raise ValueError(
+            f"weights='official' loads the authors' CIFAR-100 checkpoints of paper-size models; preset "
+            f"{cfg['name']!r} has dataset={cfg['dataset']!r}, tiny={cfg['tiny']}: use preset='paper' "
+            "(or weights='trained')")
     return cfg

@@ -377,3 +377,93 @@ def load_pretrained(name: str, num_classes: int = 100, cache_dir: str | Path | N
                 f"yourself into {cache}.")
         download_checkpoint(name, cache, progress=progress, check_prefix=check_prefix)
     return load_checkpoint(path, name, num_classes=num_classes, model=model, check_prefix=check_prefix)
+
+
+# --------------------------------------------------------------------------------------------
+# The checkpoints as zoo entries (what the chapters use with ``weights="official"``).
+# --------------------------------------------------------------------------------------------
+
+
+def official_mismatch(name: str, data_fraction: float = 1.0, model_cfg: dict | None = None) -> str | None:
+    """Why the authors' checkpoint cannot stand in for this run, or None when it can: a released
+    model (``list_pretrained``) at its paper-size default settings, trained on all of the data."""
+    from hdvit_lib.models import model_settings
+
+    if name not in CHECKPOINTS:
+        return f"no released checkpoint for {name!r} (released: {', '.join(list_pretrained())})"
+    if float(data_fraction) != 1.0:
+        return f"the checkpoint saw all of the data, this run {data_fraction:.0%} of it"
+    import json
+
+    def canonical(settings: dict) -> str:  # tuples and lists alike
+        return json.dumps(settings, sort_keys=True)
+
+    if canonical(model_settings(name, False, **(model_cfg or {}))) != canonical(model_settings(name, False)):
+        return f"the checkpoint has the default settings, this run {dict(model_cfg or {})}"
+    return None
+
+
+def _eval_sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".eval.json")
+
+
+def load_official(
+    name: str,
+    cfg: dict | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    data_root: str | Path | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    check_prefix: bool = True,
+    **dataset_kwargs,
+):
+    """The authors' CIFAR-100 checkpoint ``name`` as a zoo entry (``hdvit_lib.zoo.Trained``), with
+    its test accuracy measured on ``cfg``'s test set (default: the ``paper`` preset, CIFAR-100).
+
+    The file is fetched (when ``cfg["download"]``) and verified by :func:`load_pretrained`. The
+    test loss/accuracy are measured once per file and test set and kept next to the checkpoint
+    (``<asset>.eval.json``, keyed by the file's SHA-256 and the test set). The entry has no
+    snapshots: ``snapshot("final")`` is the model's state and other tags raise.
+    ``dataset_kwargs`` go to ``hdvit_lib.data.get_loaders`` (e.g. ``verify`` for test fixtures).
+    """
+    import json
+
+    from hdvit_lib.data import get_loaders
+    from hdvit_lib.models import model_settings
+    from hdvit_lib.presets import get_preset
+    from hdvit_lib.train.cache import Trained
+    from hdvit_lib.train.history import History
+    from hdvit_lib.train.loop import evaluate
+
+    cfg = dict(cfg) if cfg is not None else get_preset("paper")
+    ck = _checkpoint(name)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_pretrained(name, num_classes=CHECKPOINT_CLASSES, cache_dir=cache, download=bool(cfg.get("download")),
+                            progress=progress, check_prefix=check_prefix).to(device)
+    path = cache / ck.asset
+    digest = _sidecar(path).read_text().split()[0]  # written by verify_checkpoint just now
+    test_set = f"{cfg['dataset']}:n_test={cfg.get('n_test')}"
+    side = _eval_sidecar(path)
+    record = json.loads(side.read_text()) if side.exists() else {}
+    if record.get("sha256") != digest:
+        record = {"sha256": digest}
+    if test_set not in record:
+        loaders = get_loaders(cfg, root=data_root, download=bool(cfg.get("download")), **dataset_kwargs)
+        if loaders.num_classes != CHECKPOINT_CLASSES:
+            raise ValueError(f"the checkpoints are CIFAR-100 models; {cfg['dataset']!r} has {loaders.num_classes} classes")
+        loss, acc = evaluate(model, loaders.test, device)
+        record[test_set] = {"test_loss": loss, "test_acc": acc}
+        _write_atomic(side, json.dumps(record, indent=2, sort_keys=True))
+    measured = record[test_set]
+    recipe = get_preset("paper")
+    history = History(epoch=[int(recipe["epochs"])], test_loss=[measured["test_loss"]], test_acc=[measured["test_acc"]])
+    config = {
+        "source": "official", "model": name, "model_cfg": model_settings(name, False), "tiny": False,
+        "dataset": "cifar100", "data_fraction": 1.0, "num_classes": CHECKPOINT_CLASSES,
+        "asset": ck.asset, "url": ck.url, "sha256": digest, "test_set": test_set,
+        # the authors' recipe (Appendix A), as the paper preset spells it
+        "train": {k: v for k, v in recipe.items() if k in ("epochs", "warmup_epochs", "batch_size", "lr", "augment")},
+    }
+    return Trained(model.eval(), history, config, cache)

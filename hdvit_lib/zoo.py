@@ -5,7 +5,7 @@ every model from one place; ``load_pretrained`` (the authors' CIFAR-100 checkpoi
 ``hdvit_lib.pretrained``.
 """
 
-from hdvit_lib.pretrained import list_pretrained, load_pretrained
+from hdvit_lib.pretrained import list_pretrained, load_official, load_pretrained
 from hdvit_lib.train.cache import (
     Trained,
     cache_key,
@@ -19,6 +19,7 @@ __all__ = [
     "cache_key",
     "default_cache_dir",
     "list_pretrained",
+    "load_official",
     "load_or_train",
     "load_pretrained",
     "run_config",

@@ -285,3 +285,104 @@ def test_names_and_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="releases/download/v0.1/swin_ti_cifar100_ec2894492b.pth.tar"):
         P.load_pretrained("swin_ti", cache_dir=tmp_path)
     assert P.CHECKPOINTS["resnet50"].prefix == "691cc9a9e4"
+
+
+# ---- the checkpoints in the chapters: weights="official" -------------------------------------
+
+
+@pytest.fixture
+def official_vit(releases, tmp_path, monkeypatch):
+    """The fake ViT-Ti release in $HDVIT_CACHE/checkpoints and 30 CIFAR-100 test images in $HDVIT_DATA."""
+    import numpy as np
+
+    from hdvit_lib.data.cifar_files import write_cifar100
+
+    sd, path = releases["vit_ti"]
+    cache = tmp_path / "cache" / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / path.name).write_bytes(path.read_bytes())
+    use_asset(monkeypatch, "vit_ti", path)
+    monkeypatch.setenv("HDVIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HDVIT_DATA", str(tmp_path / "data"))
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, size=(30, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 100, 30).tolist()
+    write_cifar100(tmp_path / "data", (images, labels), (images, labels))
+    return sd, cache / path.name, images, labels
+
+
+def test_load_official_measures_test_accuracy(official_vit, monkeypatch):
+    """The entry's test loss equals cross-entropy computed by hand on the fixture images (normalised
+    with the CIFAR-100 mean/std) through a timm ViT that holds the official tensors; the result is
+    kept next to the checkpoint and not measured twice."""
+    from hdvit_lib.data.transforms import MEAN_STD
+    from hdvit_lib.presets import get_preset
+
+    sd, path, images, labels = official_vit
+    cfg = get_preset("paper", weights="official", batch_size=7)
+    t = P.load_official("vit_ti", cfg, device="cpu", progress=False, verify=False)
+    ref = timm_reference("vit_ti")
+    ref.load_state_dict(sd)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in MEAN_STD["cifar100"])
+    x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - mean) / std
+    with torch.no_grad():
+        logits = ref.eval()(x)
+    y = torch.tensor(labels)
+    want_loss = float(torch.nn.functional.cross_entropy(logits, y))
+    want_acc = float((logits.argmax(-1) == y).float().mean())
+    assert t.history.final("test_loss") == pytest.approx(want_loss, rel=1e-5)
+    assert t.history.final("test_acc") == pytest.approx(want_acc)
+    assert t.official and t.snapshots() == [] and t.config["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert torch.equal(t.snapshot("final")["pos_embed"], sd["pos_embed"])
+    with pytest.raises(ValueError, match="only the final weights.*weights='trained'"):
+        t.snapshot("warmup")
+    # measured once: a second load reads <asset>.eval.json and never evaluates
+    from hdvit_lib.train import loop
+
+    monkeypatch.setattr(loop, "evaluate", lambda *a, **k: pytest.fail("evaluated twice"))
+    again = P.load_official("vit_ti", cfg, device="cpu", progress=False, verify=False)
+    assert again.history.final("test_loss") == t.history.final("test_loss")
+
+
+def test_train_runs_uses_the_checkpoints_where_they_fit(official_vit, monkeypatch, capsys):
+    """weights='official': the released model at default settings on all data is the checkpoint;
+    a 6% run, another patch size and a model without a release are trained (and say why)."""
+    from hdvit_lib import zoo
+    from hdvit_lib.experiments.common import run_spec, train_runs
+    from hdvit_lib.presets import get_preset
+
+    sd, *_ = official_vit
+    real = P.load_official
+    monkeypatch.setattr(P, "load_official", lambda *a, **k: real(*a, **k, verify=False))
+    trained_here = []
+
+    def fake_train(name, **kw):
+        trained_here.append((name, kw["data_fraction"], kw["model_cfg"]))
+        from hdvit_lib.train.history import History
+
+        return zoo.Trained(torch.nn.Identity(), History(epoch=[1], test_acc=[0.5]), {"model": name}, Path("."))
+
+    monkeypatch.setattr(zoo, "load_or_train", fake_train)
+    cfg = get_preset("paper", weights="official", batch_size=10) | {"device": "cpu"}
+    runs = {"vit": run_spec("vit_ti"), "vit 6%": run_spec("vit_ti", 0.06), "vit p4": run_spec("vit_ti", patch_size=4),
+            "alternet": run_spec("alternet50"), "vit p2": run_spec("vit_ti", patch_size=2)}
+    out = train_runs(runs, cfg)
+    assert out["vit"].official and out["vit p2"].official  # patch 2 is the default: the same model
+    assert torch.equal(out["vit"].model.state_dict()["pos_embed"], sd["pos_embed"])
+    assert trained_here == [("vit_ti", 0.06, None), ("vit_ti", 1.0, {"patch_size": 4}), ("alternet50", 1.0, None)]
+    text = capsys.readouterr().out
+    assert "all of the data, this run 6%" in text and "no released checkpoint for 'alternet50'" in text
+    # with the default weights="trained" nothing is loaded
+    trained_here.clear()
+    train_runs({"vit": run_spec("vit_ti")}, get_preset("paper") | {"device": "cpu"})
+    assert trained_here == [("vit_ti", 1.0, None)]
+
+
+def test_official_weights_need_the_paper_preset():
+    from hdvit_lib.presets import get_preset
+
+    with pytest.raises(ValueError, match="preset='paper'"):
+        get_preset("smoke", weights="official")
+    with pytest.raises(ValueError, match="trained, official"):
+        get_preset("paper", weights="authors")
+    assert get_preset("paper", weights="official")["weights"] == "official"

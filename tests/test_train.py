@@ -321,7 +321,7 @@ def test_cache_two_concurrent_callers_train_once(tmp_path, monkeypatch):
 def test_cache_key_uses_the_models_full_settings():
     """A default given explicitly is the same entry; a changed default would be a new one; the
     stored settings (after the JSON round-trip) rebuild the same model."""
-    from hdvit_lib.models import REGISTRY_NAMES, count_params, get_model
+    from hdvit_lib.models import REGISTRY_NAMES, _valid_keys, count_params, get_model
 
     assert cache_key(run_config("vit_local")) == cache_key(run_config("vit_local", model_cfg={"window": 3}))
     assert cache_key(run_config("vit_local")) != cache_key(run_config("vit_local", model_cfg={"window": 5}))
@@ -330,3 +330,11 @@ def test_cache_key_uses_the_models_full_settings():
         assert config["model_cfg"], name  # the tiny defaults are spelled out
         rebuilt = get_model(name, tiny=config["tiny"], **config["model_cfg"])
         assert count_params(rebuilt) == count_params(get_model(name, tiny=True)), name
+        # at paper size too, every configurable key is spelled out (so a changed default is a new entry)
+        paper = run_config(name, model_cfg={"tiny": False})["model_cfg"]
+        assert sorted(paper) == _valid_keys(name), name
+    paper_vit = {"tiny": False}
+    assert cache_key(run_config("vit_ti", model_cfg=paper_vit)) == \
+        cache_key(run_config("vit_ti", model_cfg=paper_vit | {"patch_size": 2, "depth": 12}))
+    assert cache_key(run_config("resnet50", model_cfg=paper_vit)) == \
+        cache_key(run_config("resnet50", model_cfg=paper_vit | {"num_blocks": [3, 4, 6, 3]}))

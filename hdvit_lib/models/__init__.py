@@ -52,8 +52,10 @@ _VIT_TINY = {"patch_size": 4, "embed_dim": 64, "depth": 4, "num_heads": 2}
 # ones (e.g. Swin's last stage global, AlterNet's MSAs at stage ends) and train at roughly
 # 500-1300 img/s (batch 64, one CPU core; see the issue note for measured figures).
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...], dict[str, Any], dict[str, Any]]] = {
-    "resnet18": (_resnet18, _RESNET_KEYS, {}, {"widths": (16, 32, 64, 128), "num_blocks": (1, 1, 1, 1)}),
-    "resnet50": (_resnet50, _RESNET_KEYS, {}, {"widths": (4, 8, 16, 32), "num_blocks": (2, 2, 2, 2)}),
+    "resnet18": (_resnet18, _RESNET_KEYS, {"widths": (64, 128, 256, 512), "num_blocks": (2, 2, 2, 2)},
+                 {"widths": (16, 32, 64, 128), "num_blocks": (1, 1, 1, 1)}),
+    "resnet50": (_resnet50, _RESNET_KEYS, {"widths": (64, 128, 256, 512), "num_blocks": (3, 4, 6, 3)},
+                 {"widths": (4, 8, 16, 32), "num_blocks": (2, 2, 2, 2)}),
     "vit_ti": (ViT, (), {}, _VIT_TINY),
     "vit_local": (ViT, (), {"window": 3}, {**_VIT_TINY, "window": 3}),
     "pit_ti": (
@@ -88,10 +90,21 @@ def _valid_keys(name: str) -> list[str]:
     return sorted(keys)
 
 
+def _ctor_defaults(name: str) -> dict[str, Any]:
+    """The constructor's own defaults of the configurable keys (none for the ResNet factories,
+    whose paper-size settings the registry spells out)."""
+    ctor, keys, _, _ = _REGISTRY[name]
+    if keys:
+        return {}
+    params = inspect.signature(ctor).parameters
+    return {k: params[k].default for k in _valid_keys(name) if params[k].default is not inspect.Parameter.empty}
+
+
 def model_settings(name: str, tiny: bool = False, **cfg: Any) -> dict[str, Any]:
-    """The full settings ``get_model(name, tiny=tiny, **cfg)`` builds with: the preset size's
-    defaults with ``cfg`` applied (checked). Caches key on this, so ``window=3`` given or defaulted
-    is one entry, and a change of a default is a new one."""
+    """The full settings ``get_model(name, tiny=tiny, **cfg)`` builds with: every configurable
+    key, from the constructor's defaults, then the size's settings (paper or tiny), then ``cfg``
+    (checked). Caches key on this, so ``patch_size=2`` given or defaulted is one entry, and a
+    change of any default is a new one."""
     base = name.removesuffix("_tiny")
     if base not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
@@ -100,7 +113,8 @@ def model_settings(name: str, tiny: bool = False, **cfg: Any) -> dict[str, Any]:
     unknown = sorted(set(cfg) - set(valid))
     if unknown:
         raise ValueError(f"{base}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
-    return {**(small if tiny or name.endswith("_tiny") else paper), **cfg}
+    size = small if tiny or name.endswith("_tiny") else {}
+    return {**_ctor_defaults(base), **paper, **size, **cfg}
 
 
 def get_model(name: str, num_classes: int = 10, img_size: int = 32, tiny: bool = False, **cfg: Any) -> nn.Module:

@@ -34,8 +34,8 @@ from hdvit_lib.train.loop import train
 CACHE_VERSION = 2  # 2: tiny resnet50 has two blocks per stage
 #: Preset keys that only steer analyses; they do not change the trained weights.
 ANALYSIS_PREFIXES = ("hessian_", "landscape_", "analysis_")
-#: Preset keys that say where data comes from, not what is trained on.
-NOT_WEIGHTS = ("download",)
+#: Preset keys that say where data (or released weights) come from, not what is trained on.
+NOT_WEIGHTS = ("download", "weights")
 
 
 def default_cache_dir() -> Path:
@@ -95,11 +95,28 @@ class Trained:
     dir: Path
 
     def snapshots(self) -> list[int]:
-        """Epochs with saved weights (0 = initialisation)."""
+        """Epochs with saved weights (0 = initialisation); none for the authors' checkpoints."""
+        if self.official:
+            return []
         return sorted(int(p.stem.removeprefix("snap_")) for p in self.dir.glob("snap_*.pt"))
 
+    @property
+    def official(self) -> bool:
+        """True for the authors' released weights (``hdvit_lib.pretrained.load_official``)."""
+        return self.config.get("source") == "official"
+
     def snapshot(self, epoch_or_tag: int | str) -> dict[str, torch.Tensor]:
-        """The state_dict at an epoch, or at a tag: ``init`` (0), ``warmup`` (end of warm-up), ``final``."""
+        """The state_dict at an epoch, or at a tag: ``init`` (0), ``warmup`` (end of warm-up), ``final``.
+
+        The authors' checkpoints hold only their final weights: ``final`` is the model's own
+        state, any other snapshot raises (train the model here for those)."""
+        if self.official:
+            if epoch_or_tag == "final":
+                return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            raise ValueError(
+                f"snapshot {epoch_or_tag!r} of {self.config['model']}: the authors' checkpoint "
+                f"({self.config['asset']}) holds only the final weights; train the model here "
+                "(weights='trained') for snapshots during training")
         available = self.snapshots()
         tags = {"init": 0, "warmup": int(self.config["train"]["warmup_epochs"]), "final": max(available, default=-1)}
         if isinstance(epoch_or_tag, str):
