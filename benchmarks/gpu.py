@@ -13,6 +13,8 @@ random CIFAR-shaped data (generated on the device; nothing is downloaded):
 (c) loss-landscape grid points over ``--images`` images (resnet50, vit_ti): baseline: per grid
     point a deep copy of the model, its weights moved, a full pass over the images; ours:
     ``hdvit_lib.analysis.landscape.loss_landscape`` (stacked weights, no copy).
+(d) the ``paper`` augmentation pipeline (``benchmarks/data_pipeline.py``): a per-sample
+    DataLoader with ``--workers`` processes against ``DeviceLoader`` (augmentation on the GPU).
 
 Runs are short; the paper-scale totals (Hessian: 312 mini-batches x top-5; landscape: 21 x 21
 grid over 50,000 images; training: one 50,000-image epoch) are *extrapolated* linearly from the
@@ -199,6 +201,22 @@ def bench_landscape(cfg: argparse.Namespace) -> list[dict]:
     return rows
 
 
+# ------------------------------------------------------------------------------------ (d) data
+def bench_data(cfg: argparse.Namespace) -> list[dict]:
+    """The ``paper`` augmentation: per-sample DataLoader (``--workers`` processes, 2 as on a
+    Colab VM) vs ``DeviceLoader`` (RandAugment per group of 8) on the device."""
+    from data_pipeline import pipeline_rates
+
+    r = pipeline_rates(cfg.data_images, cfg.batch, cfg.device, cfg.workers, group=8, passes=1 if cfg.quick else 2)
+    print(f"  data: {r['baseline']:.0f} -> {r['ours']:.0f} img/s (group 1: {r['ours_group1']:.0f})", flush=True)
+    return [row(section="data img/s", model="paper augment", baseline=r["baseline"], ours=r["ours"],
+                ratio=r["ours"] / r["baseline"], unit="img/s",
+                detail=f"DataLoader {cfg.workers} workers per-sample vs DeviceLoader group 8 "
+                       f"(group 1: {r['ours_group1']:.0f} img/s), batch {cfg.batch}",
+                extrapolated_baseline_s=50_000 / r["baseline"], extrapolated_ours_s=50_000 / r["ours"],
+                extrapolated_what="one 50k-image epoch of augmentation, s")]
+
+
 # ------------------------------------------------------------------------------------ report
 def markdown(rows: list[dict], device_name: str) -> str:
     lines = [f"Device: {device_name}, torch {torch.__version__}", "",
@@ -218,7 +236,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny models on the CPU: checks that the script runs")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--sections", default="train,hessian,landscape")
+    p.add_argument("--sections", default="train,hessian,landscape,data")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the data baseline")
     p.add_argument("--compile", action="store_true", help="also torch.compile our training step")
     p.add_argument("--batch", type=int, default=256, help="our training batch (baseline: 96)")
     p.add_argument("--steps", type=int, default=None)
@@ -243,6 +262,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     cfg.images = cfg.images or (32 if q else 4096)
     cfg.grid = 2 if q else cfg.grid
     cfg.chunk = 9
+    cfg.data_images = 512 if q else 20_000
+    cfg.workers = 0 if q else cfg.workers
     return cfg
 
 
@@ -258,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
         device_name = f"CPU ({platform.processor() or platform.machine()})"
     torch.manual_seed(0)
     print(f"benchmarks/gpu.py on {device_name}{' (--quick: numbers mean nothing)' if cfg.quick else ''}", flush=True)
-    sections = {"train": bench_training, "hessian": bench_hessian, "landscape": bench_landscape}
+    sections = {"train": bench_training, "hessian": bench_hessian, "landscape": bench_landscape, "data": bench_data}
     rows: list[dict] = []
     t0 = time.perf_counter()
     for s in cfg.sections.split(","):

@@ -241,6 +241,8 @@ def shard_train_loader(loader: DataLoader, global_batch: int, seed: int) -> Data
     order, so the union over ranks of their ``k``-th batches is the ``k``-th global batch.
     """
     n = world_size()
+    if hasattr(loader, "shard"):  # hdvit_lib.data.device_loader.DeviceLoader: same split, on the device
+        return loader.shard(rank(), n, global_batch)
     if global_batch % n:
         raise ValueError(f"batch_size={global_batch} does not split across {n} processes; use a multiple of {n}")
     shuffle = isinstance(loader.sampler, RandomSampler)

@@ -29,6 +29,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "weight_decay": 0.05,
         "label_smoothing": 0.1,
         "augment": "crop_flip",
+        "device_augment": 0,
         "clip_grad": 5.0,
         "snapshot_every": 1,
         "hessian_batches": 2,
@@ -53,6 +54,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "weight_decay": 0.05,
         "label_smoothing": 0.1,
         "augment": "crop_flip",
+        "device_augment": 0,
         "clip_grad": 5.0,
         "snapshot_every": 5,
         "hessian_batches": 20,
@@ -79,6 +81,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "weight_decay": 0.05,
         "label_smoothing": 0.1,
         "augment": "paper",
+        # augment on the training device, RandAugment drawn per group of 8 images
+        # (hdvit_lib.data.device_loader; 0: per-sample on the CPU, in the DataLoader)
+        "device_augment": 8,
         "clip_grad": 5.0,
         "snapshot_every": 50,
         "hessian_batches": 312,  # 10% of the CIFAR-100 training set at batch 16

@@ -97,7 +97,7 @@ def _fill_cache(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     g = torch.Generator().manual_seed(0)
     ds = TensorDataset(torch.randn(32, 3, 32, 32, generator=g), torch.randint(0, 10, (32,), generator=g))
 
-    def tiny_loaders(cfg, root, download, seed, data_fraction):
+    def tiny_loaders(cfg, root, download, seed, data_fraction, device=None):
         return SimpleNamespace(train=DataLoader(ds, batch_size=32), test=DataLoader(ds, batch_size=32),
                                mixup=None, num_classes=10)
 

@@ -48,7 +48,7 @@ SCRIPT = textwrap.dedent('''
         from types import SimpleNamespace
         from hdvit_lib.train import cache
         calls = []
-        def fake_loaders(cfg, root, download, seed, data_fraction):
+        def fake_loaders(cfg, root, download, seed, data_fraction, device=None):
             calls.append(1)
             _, tl, vl, _ = build()
             return SimpleNamespace(train=tl, test=vl, mixup=None, num_classes=4)

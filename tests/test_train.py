@@ -212,7 +212,7 @@ def test_cache_key_changes_with_every_field(monkeypatch):
 def test_load_or_train_hits_and_misses(tmp_path, monkeypatch):
     built = []
 
-    def fake_loaders(cfg, root, download, seed, data_fraction):
+    def fake_loaders(cfg, root, download, seed, data_fraction, device=None):
         built.append(cfg["lr"])
         return loaders(batch=cfg["batch_size"], seed=seed)
 
@@ -249,7 +249,7 @@ def test_cli_train_prints_cache_dir_and_accuracy(tmp_path, monkeypatch, capsys):
 
     seen = {}
 
-    def fake_loaders(cfg, root, download, seed, data_fraction):
+    def fake_loaders(cfg, root, download, seed, data_fraction, device=None):
         seen.update(cfg=cfg, seed=seed, fraction=data_fraction)
         return loaders(batch=cfg["batch_size"], seed=seed)
 
@@ -294,7 +294,7 @@ def test_cache_two_concurrent_callers_train_once(tmp_path, monkeypatch):
 
     built = []
 
-    def slow_loaders(cfg, root, download, seed, data_fraction):
+    def slow_loaders(cfg, root, download, seed, data_fraction, device=None):
         built.append(threading.get_ident())
         return loaders(batch=cfg["batch_size"], seed=seed)
 

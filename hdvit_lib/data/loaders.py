@@ -53,6 +53,7 @@ def get_loaders(
     seed: int = 0,
     data_fraction: float = 1.0,
     num_workers: int = 0,
+    device: torch.device | str | None = None,
     **dataset_kwargs: Any,
 ) -> Loaders:
     """Loaders for preset ``cfg`` (from ``presets.get_preset``: ``dataset``, ``n_train``, ``n_test``,
@@ -62,6 +63,9 @@ def get_loaders(
     A preset with ``download: True`` (``paper``) downloads a missing data set; ``root=None`` means
     ``default_data_root()`` (``$HDVIT_DATA``, else ``~/.cache/hdvit/data``).
     ``dataset_kwargs`` go to ``get_dataset`` (e.g. ``verify``, ``image_size``).
+    ``cfg["device_augment"] = g > 0``: the training batches are augmented on ``device`` (default:
+    CUDA if present, else the CPU) by a :class:`~hdvit_lib.data.device_loader.DeviceLoader`
+    (RandAugment drawn per group of ``g`` images); the evaluation loaders stay DataLoaders.
     """
     name, augment = cfg["dataset"], cfg.get("augment", "none")
     common = dict(
@@ -87,14 +91,23 @@ def get_loaders(
         "persistent_workers": num_workers > 0,
     }
     eval_tf = build_transform(augment, mean, std, train=False)
-    return Loaders(
-        train=DataLoader(
+    drop_last = mixup is not None and len(train) >= bs
+    group = int(cfg.get("device_augment") or 0)
+    if group > 0:
+        from .device_loader import DeviceLoader
+
+        dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        train_loader: Any = DeviceLoader(train, bs, augment, mean, std, dev, drop_last=drop_last, seed=seed, group=group)
+    else:
+        train_loader = DataLoader(
             TransformedDataset(train, build_transform(augment, mean, std, train=True)),
             shuffle=True,
             generator=torch.Generator().manual_seed(seed),
-            drop_last=mixup is not None and len(train) >= bs,
+            drop_last=drop_last,
             **kw,
-        ),
+        )
+    return Loaders(
+        train=train_loader,
         train_eval=DataLoader(TransformedDataset(train, eval_tf), shuffle=False, **kw),
         test=DataLoader(TransformedDataset(test, eval_tf), shuffle=False, **kw),
         num_classes=num_classes,

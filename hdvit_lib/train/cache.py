@@ -147,10 +147,10 @@ def _get_model(name: str, num_classes: int, tiny: bool, **cfg: Any) -> nn.Module
     return get_model(name, num_classes, tiny=tiny, **cfg)
 
 
-def _get_loaders(cfg: dict[str, Any], root, download: bool, seed: int, data_fraction: float):
+def _get_loaders(cfg: dict[str, Any], root, download: bool, seed: int, data_fraction: float, device=None):
     from hdvit_lib.data import get_loaders
 
-    return get_loaders(cfg, root=root, download=download, seed=seed, data_fraction=data_fraction)
+    return get_loaders(cfg, root=root, download=download, seed=seed, data_fraction=data_fraction, device=device)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -208,7 +208,7 @@ def _train_entry(entry, config, key, data_root, download, device, compile, progr
         _write_json(entry / "config.json", config)
     cfg = dict(config["train"])
     torch.manual_seed(config["seed"])
-    loaders = _get_loaders(cfg, data_root, download, config["seed"], config["data_fraction"])
+    loaders = _get_loaders(cfg, data_root, download, config["seed"], config["data_fraction"], device)
     model = _get_model(config["model"], loaders.num_classes, config["tiny"], **config["model_cfg"])
     history = train(model, loaders, cfg, ckpt_dir=entry, device=device, seed=config["seed"],
                     compile=compile, progress=progress)
