@@ -185,19 +185,21 @@ def bench_landscape(cfg: argparse.Namespace) -> list[dict]:
             model(batches[0][0])  # warm-up
         t_base, base_nll = timed(lambda m=model, d=dirs, c=coords, b=batches: deepcopy_landscape(m, tuple(d), c, b),
                                cfg.device)
-        t_ours, land = timed(lambda m=model, b=batches: loss_landscape(m, b, n_points=n_side, span=1.0, seed=0,
-                                                            chunk=cfg.chunk, progress=False), cfg.device)
-        diff = max(abs(float(u) - v) for u, v in zip(land.nll.ravel(), base_nll, strict=True))
-        per = len(coords) * n_img
-        rows.append(row(section="landscape grid", model=name, baseline=t_base / per * 1e6, ours=t_ours / per * 1e6,
-                         ratio=t_base / t_ours, unit="us/(point*image)",
-                         detail=f"{len(coords)} points x {n_img} images, backend {land.backend}, "
-                         f"max |NLL diff| {diff:.1e}",
-                         extrapolated_baseline_s=t_base / per * PAPER_GRID * PAPER_IMAGES,
-                         extrapolated_ours_s=t_ours / per * PAPER_GRID * PAPER_IMAGES,
-                         extrapolated_what="21x21 grid x 50k images, s"))
-        print(f"  landscape {name}: {t_base:.2f}s vs {t_ours:.2f}s ({land.backend}), max NLL diff {diff:.1e}",
-              flush=True)
+        variants = [("landscape grid", False)] + ([("landscape grid bf16", True)] if cfg.device.type == "cuda" else [])
+        for section, amp in variants:
+            t_ours, land = timed(lambda m=model, b=batches, a=amp: loss_landscape(
+                m, b, n_points=n_side, span=1.0, seed=0, chunk=cfg.chunk, progress=False, amp=a), cfg.device)
+            diff = max(abs(float(u) - v) for u, v in zip(land.nll.ravel(), base_nll, strict=True))
+            per = len(coords) * n_img
+            rows.append(row(section=section, model=name, baseline=t_base / per * 1e6, ours=t_ours / per * 1e6,
+                             ratio=t_base / t_ours, unit="us/(point*image)",
+                             detail=f"{len(coords)} points x {n_img} images, backend {land.backend}"
+                             f"{', bf16 autocast' if amp else ''}, max |NLL diff| {diff:.1e}",
+                             extrapolated_baseline_s=t_base / per * PAPER_GRID * PAPER_IMAGES,
+                             extrapolated_ours_s=t_ours / per * PAPER_GRID * PAPER_IMAGES,
+                             extrapolated_what="21x21 grid x 50k images, s"))
+            print(f"  {section} {name}: {t_base:.2f}s vs {t_ours:.2f}s ({land.backend}), max NLL diff {diff:.1e}",
+                  flush=True)
     return rows
 
 

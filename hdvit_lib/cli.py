@@ -143,7 +143,8 @@ def _analyze(args: argparse.Namespace) -> None:
             batches = _analysis_batches(data, max(n_images // bs, 1), min(bs, n_images), args.seed)
             result = loss_landscape(trained.model, batches, n_points=args.points or int(cfg["landscape_points"]),
                                     span=args.span, seed=args.seed, weight_decay=float(cfg["weight_decay"]),
-                                    name=name, progress=not args.no_progress)
+                                    name=name, progress=not args.no_progress,
+                                    amp=bool(cfg.get("landscape_amp", False)))
         if distributed.is_main():
             result.save(args.out)
             print(f"{args.analysis}: {args.out} ({result.seconds:.1f} s on {distributed.world_size()} process(es))")

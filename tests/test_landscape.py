@@ -129,6 +129,19 @@ def test_grid_point_equals_moved_model() -> None:
     assert ls.nll[0, 2] == pytest.approx(direct_loss(moved, batches)[0], rel=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["loop", "vmap"])
+def test_bf16_grid_is_close_to_fp32_but_really_bf16(backend: str) -> None:
+    """amp=True runs the forward passes in bf16 (the paper preset's fast GPU path): every grid
+    NLL within 2% of float32's, and not bit-identical (the autocast took effect)."""
+    model = make("vit")
+    batches = data()
+    fp32 = loss_landscape(model, batches, n_points=3, span=0.5, backend=backend, progress=False)
+    bf16 = loss_landscape(model, batches, n_points=3, span=0.5, backend=backend, progress=False, amp=True)
+    np.testing.assert_allclose(bf16.nll, fp32.nll, rtol=2e-2)
+    assert np.abs(bf16.nll - fp32.nll).max() > 0
+    np.testing.assert_array_equal(bf16.l2_norms, fp32.l2_norms)  # the L2 term stays in float32
+
+
 def test_landscape_json_round_trip(tmp_path) -> None:
     ls = loss_landscape(make("resnet"), data(1), n_points=3, progress=False, name="r")
     ls.save(tmp_path / "l.json")

@@ -109,15 +109,19 @@ def _grid_eval(
     batches: Sequence[Batch],
     criterion: Callable,
     backend: str,
+    amp: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum over images of the criterion and of correct predictions, for each row of ``W`` (G, P)."""
+    """Sum over images of the criterion and of correct predictions, for each row of ``W`` (G, P);
+    ``amp``: the forward passes in bf16 autocast, the criterion on float32 logits."""
     nll = torch.zeros(W.shape[0], dtype=torch.float64)
     correct = torch.zeros(W.shape[0], dtype=torch.float64)
     for x, y in batches:
-        if backend == "vmap":
-            logits = vmap(lambda w, x=x: functional_forward(model, flat.unflatten(w), x))(W)
-        else:
-            logits = torch.stack([functional_forward(model, flat.unflatten(w), x) for w in W])
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            if backend == "vmap":
+                logits = vmap(lambda w, x=x: functional_forward(model, flat.unflatten(w), x))(W)
+            else:
+                logits = torch.stack([functional_forward(model, flat.unflatten(w), x) for w in W])
+        logits = logits.float()
         losses = torch.stack([criterion(lg, y) for lg in logits])  # mean over the batch
         nll += losses.double().cpu() * len(y)
         correct += (logits.argmax(-1) == y).sum(-1).double().cpu()
@@ -139,6 +143,7 @@ def loss_landscape(
     name: str = "",
     progress: bool = True,
     distributed: bool | str = "auto",
+    amp: bool = False,
 ) -> Landscape:
     """The loss surface around the current weights (Park & Kim 2022, Fig. 1b; Li et al. 2018).
 
@@ -151,6 +156,11 @@ def loss_landscape(
     ``"loop"`` one grid point at a time (still no copy of the model); ``"auto"``: the loop on a CPU
     (where vmap measured 1.4x slower than it), else vmap, falling back to the loop where vmap fails
     (e.g. data-dependent control flow).
+
+    amp: run the forward passes in bf16 autocast (the criterion and the sums stay float32/64). It
+    is what makes a paper-size grid fast on a GPU's tensor cores; it costs exactness (the NLL moves
+    by ~1e-3 relative; ``benchmarks/gpu.py`` reports the difference it measured). The ``paper``
+    preset turns it on (``landscape_amp``); off by default.
 
     distributed: ``"auto"`` (default): under ``torchrun`` (a process group with world > 1, see
     :func:`hdvit_lib.distributed.setup`) rank ``r`` of ``N`` evaluates grid points ``r, r + N, ...``
@@ -187,7 +197,7 @@ def loss_landscape(
             l2[s : s + chunk] = torch.stack([t.norm(dim=1) for t in W.split(flat.sizes, 1)], 1).sum(1).double().cpu()
             if used is None:
                 try:
-                    nll[s : s + chunk], correct[s : s + chunk] = _grid_eval(model, flat, W, batches, criterion, "vmap")
+                    nll[s : s + chunk], correct[s : s + chunk] = _grid_eval(model, flat, W, batches, criterion, "vmap", amp)
                     used = "vmap"
                     continue
                 except (RuntimeError, NotImplementedError, TypeError, ValueError) as e:
@@ -195,7 +205,7 @@ def loss_landscape(
                         raise
                     warnings.warn(f"loss_landscape: vmap failed ({type(e).__name__}: {e}); looping over points")
                     used = "loop"
-            nll[s : s + chunk], correct[s : s + chunk] = _grid_eval(model, flat, W, batches, criterion, used)
+            nll[s : s + chunk], correct[s : s + chunk] = _grid_eval(model, flat, W, batches, criterion, used, amp)
     if sharded:
         nll, correct, l2 = (gather_shards(t, n_grid, "strided") for t in (nll, correct, l2))
         used = ",".join(sorted({u for u in gather(used) if u})) or None

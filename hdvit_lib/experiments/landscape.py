@@ -284,7 +284,8 @@ def landscapes(models: Mapping[str, nn.Module], batches: Batches, cfg: dict[str,
     """Fig. 1b: ``loss_landscape`` of every model on a ``landscape_points``^2 grid over
     ``[-span, span]^2`` (filter-normalised directions, NLL + weight_decay * sum of L2 norms)."""
     return {label: loss_landscape(m, batches, n_points=int(cfg["landscape_points"]), span=span, seed=seed,
-                                  weight_decay=float(cfg["weight_decay"]), name=label, progress=False)
+                                  weight_decay=float(cfg["weight_decay"]), name=label, progress=False,
+                                  amp=bool(cfg.get("landscape_amp", False)))
             for label, m in models.items()}
 
 
