@@ -2,7 +2,8 @@
 
 Baseline (the official code's way): for each grid point deep-copy the model, add ``a d1 + b d2`` to
 its weights in place, evaluate in eval mode. Ours: ``hdvit_lib.analysis.landscape.loss_landscape``
-(stacked weights of ``chunk`` grid points in one vmapped ``functional_forward``, no copies).
+(stacked weights of ``chunk`` grid points in one vmapped ``functional_forward``, no copies), also
+with the loop backend and with bf16 autocast (``amp=True``; pays on CPUs with AMX/AVX-512 bf16).
 Same model, directions, grid and images; prints timings, the ratio and the largest difference.
 Run: .venv/bin/python benchmarks/landscape.py [--points 7 --images 32 --chunk 16 --threads 1]
 """
@@ -46,17 +47,20 @@ def main() -> None:
     coords = np.linspace(-1.0, 1.0, args.points)
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, threads={args.threads}")
     print(f"# {args.points}x{args.points} grid, {args.images} images, chunk={args.chunk}")
-    print("| model | deep-copy s | ours (vmap) s | ours (loop) s | speed-up vmap | speed-up loop | max abs. diff |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | deep-copy s | ours (vmap) s | ours (loop) s | ours (loop, bf16) s | speed-up vmap | speed-up loop "
+          "| speed-up loop bf16 | max abs. diff fp32 | max abs. diff bf16 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, model in small_models().items():
         t0 = time.perf_counter()
         ref = deepcopy_grid(model, batches, coords, seed=0)
         t_base = time.perf_counter() - t0
         ours = loss_landscape(model, batches, n_points=args.points, chunk=args.chunk, backend="vmap", progress=False)
         loop = loss_landscape(model, batches, n_points=args.points, backend="loop", progress=False)
+        bf16 = loss_landscape(model, batches, n_points=args.points, backend="loop", progress=False, amp=True)
         diff = np.abs(ours.nll - ref).max()
-        print(f"| {name} | {t_base:.2f} | {ours.seconds:.2f} | {loop.seconds:.2f} | {t_base / ours.seconds:.2f}x | "
-              f"{t_base / loop.seconds:.2f}x | {diff:.1e} |", flush=True)
+        print(f"| {name} | {t_base:.2f} | {ours.seconds:.2f} | {loop.seconds:.2f} | {bf16.seconds:.2f} | "
+              f"{t_base / ours.seconds:.2f}x | {t_base / loop.seconds:.2f}x | {t_base / bf16.seconds:.2f}x | {diff:.1e} | "
+              f"{np.abs(bf16.nll - ref).max():.1e} |", flush=True)
 
 
 if __name__ == "__main__":
