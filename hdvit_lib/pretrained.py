@@ -13,7 +13,8 @@ training notebook names its own checkpoints by date, so the hex suffix was given
 It *looks like* torch.hub's ``<name>-<sha256 prefix>.<ext>`` convention (there with a hyphen, which
 ``torch.hub``'s ``HASH_REGEX`` needs; here an underscore), but nothing in the official code says
 so, and it could not be checked here (no download). We check it by default — a mismatch stops
-the load with an error that says so — and ``check_prefix=False`` turns it off should the
+the load with an error that says so — and ``check_prefix=False`` (or the environment variable
+``HDVIT_CHECK_PREFIX=0``, which reaches the chapters too) turns it off should the
 authors' suffix turn out not to be a SHA-256 prefix. Independently, the full SHA-256 is recorded
 in a sidecar file (``<asset>.sha256``) the first time a file is verified, and a later mismatch is
 refused (trust on first use).
@@ -217,7 +218,15 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def verify_checkpoint(path: str | Path, check_prefix: bool = True, digest: str | None = None) -> str:
+def _check_prefix(value: bool | None) -> bool:
+    """``value``, or (None) whether ``$HDVIT_CHECK_PREFIX`` is unset or not ``0``."""
+    return value if value is not None else os.environ.get("HDVIT_CHECK_PREFIX", "1") != "0"
+
+
+SKIP_HINT = "pass check_prefix=False, or set the environment variable HDVIT_CHECK_PREFIX=0 (e.g. in a chapter)"
+
+
+def verify_checkpoint(path: str | Path, check_prefix: bool | None = None, digest: str | None = None) -> str:
     """Verify a checkpoint file and return its full SHA-256.
 
     1. If ``check_prefix``, the first 10 hex characters of the SHA-256 must equal the ``_<hex>``
@@ -227,7 +236,7 @@ def verify_checkpoint(path: str | Path, check_prefix: bool = True, digest: str |
     """
     path = Path(path)
     digest = digest or sha256_file(path)
-    if check_prefix:
+    if _check_prefix(check_prefix):
         m = _PREFIX_RE.search(path.name)
         if m is None:
             raise ChecksumError(f"{path.name!r} does not end in _<10 hex>.pth.tar; cannot check its hash")
@@ -236,7 +245,7 @@ def verify_checkpoint(path: str | Path, check_prefix: bool = True, digest: str |
                 f"SHA-256 of {path} starts with {digest[:PREFIX_LEN]}, but its name says {m.group(1)}: the file "
                 "is corrupt or not the released asset; delete it and load again with download=True. (We assume "
                 "the name's suffix is a SHA-256 prefix, as in torch.hub; the official code never checks it. If "
-                "you are sure the file is the authors', pass check_prefix=False.)")
+                f"you are sure the file is the authors', {SKIP_HINT}.)")
     side = _sidecar(path)
     if side.exists():
         recorded = side.read_text().split()[0] if side.read_text().strip() else ""
@@ -250,7 +259,7 @@ def verify_checkpoint(path: str | Path, check_prefix: bool = True, digest: str |
 
 
 def download_checkpoint(name: str, cache_dir: str | Path | None = None, progress: bool = True,
-                        check_prefix: bool = True) -> Path:
+                        check_prefix: bool | None = None) -> Path:
     """Download a released checkpoint into ``cache_dir`` atomically (temp file + rename).
 
     The SHA-256 is computed while streaming and verified (``verify_checkpoint``) before the file
@@ -274,11 +283,10 @@ def download_checkpoint(name: str, cache_dir: str | Path | None = None, progress
                     h.update(block)
                     bar.update(len(block))
         digest = h.hexdigest()
-        if check_prefix and digest[:PREFIX_LEN] != ck.prefix:
+        if _check_prefix(check_prefix) and digest[:PREFIX_LEN] != ck.prefix:
             raise ChecksumError(
                 f"downloaded {ck.url} has SHA-256 {digest}, which does not start with {ck.prefix} (its name's "
-                "suffix): refusing it. If the release is intact and its suffix is not a SHA-256 prefix, pass "
-                "check_prefix=False.")
+                f"suffix): refusing it. If the release is intact and its suffix is not a SHA-256 prefix, {SKIP_HINT}.")
         side = _sidecar(dest)
         if side.exists() and side.read_text().split()[0] != digest:
             raise ChecksumError(f"downloaded {ck.url} has SHA-256 {digest}, but {side} recorded another hash")
@@ -337,7 +345,7 @@ def load_state_dict_into(model: nn.Module, name: str, sd: StateDict, num_classes
 
 
 def load_checkpoint(path: str | Path, name: str, num_classes: int = CHECKPOINT_CLASSES,
-                    model: nn.Module | None = None, check_prefix: bool = True) -> nn.Module:
+                    model: nn.Module | None = None, check_prefix: bool | None = None) -> nn.Module:
     """Verify the file at ``path`` (``verify_checkpoint``) and load it into ``model`` (default:
     ``hdvit_lib.models.get_model(name, num_classes=num_classes)``), in eval mode."""
     _checkpoint(name)
@@ -352,7 +360,7 @@ def load_checkpoint(path: str | Path, name: str, num_classes: int = CHECKPOINT_C
 
 def load_pretrained(name: str, num_classes: int = 100, cache_dir: str | Path | None = None,
                     download: bool = False, progress: bool = True, *, model: nn.Module | None = None,
-                    check_prefix: bool = True) -> nn.Module:
+                    check_prefix: bool | None = None) -> nn.Module:
     """Load the authors' CIFAR-100 checkpoint ``name`` into our model (Park & Kim 2022, Sec. 2-4).
 
     name: one of ``resnet50 vit_ti pit_ti swin_ti``.
@@ -361,7 +369,8 @@ def load_pretrained(name: str, num_classes: int = 100, cache_dir: str | Path | N
     download: fetch the file from the GitHub release if it is not in ``cache_dir``; otherwise a
         missing file is an error (nothing is downloaded unless asked).
     model: load into this model instead of ``get_model(name, num_classes=num_classes)``.
-    check_prefix: check that the file's SHA-256 starts with the hex suffix of its name.
+    check_prefix: check that the file's SHA-256 starts with the hex suffix of its name (None:
+        yes, unless ``$HDVIT_CHECK_PREFIX`` is ``0``).
 
     The file is verified (SHA-256 prefix and sidecar record), read with ``weights_only=True``,
     remapped (``remap_<model>``) and loaded strictly; the model is returned in eval mode.
@@ -415,7 +424,7 @@ def load_official(
     data_root: str | Path | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
-    check_prefix: bool = True,
+    check_prefix: bool | None = None,
     **dataset_kwargs,
 ):
     """The authors' CIFAR-100 checkpoint ``name`` as a zoo entry (``hdvit_lib.zoo.Trained``), with

@@ -225,6 +225,21 @@ def test_corrupted_file_refused(releases, tmp_path, monkeypatch):
         P.load_pretrained("pit_ti", cache_dir=tmp_path, model=timm_reference("pit_ti"))
 
 
+def test_prefix_check_can_be_switched_off_by_environment(releases, tmp_path, monkeypatch):
+    """Should the authors' name suffix not be a SHA-256 prefix, HDVIT_CHECK_PREFIX=0 lets the file
+    in (the chapters cannot pass check_prefix=False); the sidecar still records it."""
+    sd, path = releases["vit_ti"]
+    renamed = tmp_path / "vit_ti_cifar100_0123456789.pth.tar"  # a suffix that is not its hash
+    renamed.write_bytes(path.read_bytes())
+    use_asset(monkeypatch, "vit_ti", renamed)
+    with pytest.raises(P.ChecksumError, match="HDVIT_CHECK_PREFIX=0"):
+        P.load_pretrained("vit_ti", cache_dir=tmp_path, model=timm_reference("vit_ti"))
+    monkeypatch.setenv("HDVIT_CHECK_PREFIX", "0")
+    model = P.load_pretrained("vit_ti", cache_dir=tmp_path, model=timm_reference("vit_ti"))
+    assert torch.equal(model.pos_embed, sd["pos_embed"])
+    assert (tmp_path / (renamed.name + ".sha256")).read_text().split()[0] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def test_sidecar_records_and_refuses_change(releases, tmp_path, monkeypatch):
     _, path = releases["pit_ti"]
     local = tmp_path / path.name
