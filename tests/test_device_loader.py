@@ -181,3 +181,34 @@ def test_training_on_it_resumes_exactly(tmp_path):
     resumed = train(m := model(), loader(), cfg, ckpt_dir=tmp_path / "b", progress=False)
     assert resumed.step_loss == ref.step_loss and len(ref.step_loss) == 9
     assert all(torch.equal(p, q) for p, q in zip(m.parameters(), m_ref.parameters(), strict=True))
+
+
+def test_paper_preset_trains_end_to_end_on_cifar_files(tmp_path, monkeypatch):
+    """The ``paper`` recipe through the zoo cache on CIFAR-100 files (written in torchvision's
+    format): DeviceLoader (crop/flip/RandAugment per group), mixup/cutmix, label smoothing, warm-up,
+    one epoch of a tiny model; a second call loads the cached entry instead of training."""
+    from hdvit_lib.data import get_loaders
+    from hdvit_lib.data.cifar_files import write_cifar100
+    from hdvit_lib.train import cache
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(48, 32, 32, 3), dtype=np.uint8)
+    write_cifar100(tmp_path / "data", (images[:32], list(range(32))), (images[32:], list(range(16))))
+    built = []
+
+    def fixture_loaders(cfg, root, download, seed, data_fraction, device=None):
+        ld = get_loaders(cfg, root=tmp_path / "data", seed=seed, data_fraction=data_fraction, device=device,
+                         verify=False)  # the fixture files are not the real archive (MD5)
+        built.append(ld)
+        return ld
+
+    monkeypatch.setattr(cache, "_get_loaders", fixture_loaders)
+    overrides = {"epochs": 1, "warmup_epochs": 1, "batch_size": 8, "tiny": True}
+    t = cache.load_or_train("resnet50", preset="paper", train_overrides=overrides, cache_dir=tmp_path / "zoo",
+                            device="cpu", progress=False)
+    assert isinstance(built[0].train, DeviceLoader) and built[0].train.group == 8 and built[0].mixup is not None
+    assert t.history.epochs_done == 1 and len(t.history.step_loss) == 4
+    assert all(np.isfinite(t.history.step_loss)) and 0 <= t.history.final("test_acc") <= 1
+    again = cache.load_or_train("resnet50", preset="paper", train_overrides=overrides, cache_dir=tmp_path / "zoo",
+                                device="cpu", progress=False)
+    assert len(built) == 1 and again.history.step_loss == t.history.step_loss
