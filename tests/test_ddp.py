@@ -38,12 +38,37 @@ SCRIPT = textwrap.dedent('''
         cfg = get_preset("smoke", epochs=3, warmup_epochs=1, batch_size=16, lr=1e-2)
         return model, train_loader, test_loader, cfg
 
+    class Images:
+        """48 random 3x8x8 images (multiples of 1/255, as CIFAR's) with 4 classes."""
+        def __init__(self):
+            g = torch.Generator().manual_seed(3)
+            self.x = torch.randint(0, 256, (48, 3, 8, 8), generator=g).float() / 255
+            self.targets = torch.randint(0, 4, (48,), generator=g).tolist()
+            self.num_classes = 4
+        def __len__(self):
+            return 48
+        def __getitem__(self, i):
+            return self.x[i], self.targets[i]
+
+    def build_device_loader():
+        """A conv net and a DeviceLoader (shuffled, crop/flip drawn per image on the device)."""
+        from hdvit_lib.data.device_loader import DeviceLoader
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Tanh(), nn.Flatten(), nn.Linear(8 * 36, 4))
+        loader = DeviceLoader(Images(), 16, "crop_flip", (0.5,) * 3, (0.25,) * 3, "cpu", seed=2)
+        cfg = get_preset("smoke", epochs=2, warmup_epochs=1, batch_size=16, lr=1e-2)
+        return model, loader, cfg
+
     if __name__ == "__main__":
         torch.set_num_threads(1)
         device = distributed.setup()
         model, train_loader, test_loader, cfg = build()
         h = train(model, train_loader, cfg, ckpt_dir=sys.argv[1], device=device, test_loader=test_loader,
                   progress=False)
+        m2, loader2, cfg2 = build_device_loader()
+        h2 = train(m2, loader2, cfg2, device=device, progress=False)
+        from hdvit_lib import distributed as D
+        first_labels = next(iter(D.shard_train_loader(build_device_loader()[1], 16, 0)))[1].tolist()
         # the cache under DDP: rank 0 decides and writes, every rank trains once, then loads
         from types import SimpleNamespace
         from hdvit_lib.train import cache
@@ -58,6 +83,7 @@ SCRIPT = textwrap.dedent('''
         runs = [cache.load_or_train("mlp", train_overrides=over, cache_dir=sys.argv[3], device=device,
                                     progress=False) for _ in range(2)]
         json.dump({"rank": distributed.rank(), "world": distributed.world_size(), "history": h.to_dict(),
+                   "device_loader_step_loss": h2.step_loss, "device_loader_first_labels": first_labels,
                    "cache_calls": len(calls), "cache_dirs": [str(r.dir) for r in runs],
                    "cache_step_loss": [r.history.step_loss for r in runs]},
                   open(f"{sys.argv[2]}.{distributed.rank()}", "w"))
@@ -101,3 +127,15 @@ def test_two_gloo_processes_match_one(tmp_path):
             np.testing.assert_allclose(curve, ref.step_loss, atol=1e-4, rtol=0)
     assert outs[0]["cache_dirs"] == outs[1]["cache_dirs"]
     assert len(list((tmp_path / "cache").glob("*/done.json"))) == 1
+
+    # the DeviceLoader (the paper preset's) shards the same way: each rank takes items r, r+2, ...
+    # of every global batch, augmented identically on both ranks
+    m2, loader2, cfg2 = runpy.run_path(str(script))["build_device_loader"]()
+    ref2 = train(m2, loader2, cfg2, device="cpu", progress=False)
+    assert ref2.step_loss[0] != ref2.step_loss[-1]
+    halves = [out["device_loader_first_labels"] for out in outs]
+    assert [len(h) for h in halves] == [8, 8]
+    whole = next(iter(runpy.run_path(str(script))["build_device_loader"]()[1]))[1].tolist()
+    assert [halves[i % 2][i // 2] for i in range(16)] == whole  # rank r holds items r, r + 2, ...
+    for out in outs:
+        np.testing.assert_allclose(out["device_loader_step_loss"], ref2.step_loss, atol=1e-4, rtol=0)
