@@ -15,6 +15,8 @@ random CIFAR-shaped data (generated on the device; nothing is downloaded):
     ``hdvit_lib.analysis.landscape.loss_landscape`` (stacked weights, no copy).
 (d) the ``paper`` augmentation pipeline (``benchmarks/data_pipeline.py``): a per-sample
     DataLoader with ``--workers`` processes against ``DeviceLoader`` (augmentation on the GPU).
+(e) our training step fed by each of the two pipelines (resnet50, vit_ti): does the data keep
+    the GPU busy?
 
 Runs are short; the paper-scale totals (Hessian: 312 mini-batches x top-5; landscape: 21 x 21
 grid over 50,000 images; training: one 50,000-image epoch) are *extrapolated* linearly from the
@@ -79,8 +81,9 @@ def random_batch(n: int, device: torch.device, seed: int) -> tuple[torch.Tensor,
 
 
 # ------------------------------------------------------------------------------------ (a) training
-def train_rate(model: nn.Module, cfg: argparse.Namespace, batch: int, ours: bool) -> float:
-    """Images per second over ``cfg.steps`` optimiser steps after ``cfg.warmup`` steps."""
+def train_rate(model: nn.Module, cfg: argparse.Namespace, batch: int, ours: bool, loader: Any = None) -> float:
+    """Images per second over ``cfg.steps`` optimiser steps after ``cfg.warmup`` steps: on one
+    fixed on-device batch, or (``loader``) on the batches a data pipeline delivers."""
     dev = cfg.device
     model.train()
     if ours:
@@ -94,12 +97,20 @@ def train_rate(model: nn.Module, cfg: argparse.Namespace, batch: int, ours: bool
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, foreach=False)
         step_model = model
     crit = nn.CrossEntropyLoss()
-    x, y = random_batch(batch, dev, 0)
-    if ours:
-        x = x.contiguous(memory_format=torch.channels_last)
+    fixed = random_batch(batch, dev, 0)
+
+    def batches():
+        while True:
+            yield from (loader if loader is not None else [fixed])
+
+    source = batches()
     amp = torch.autocast(dev.type, dtype=torch.bfloat16) if ours else contextlib.nullcontext()
 
     def step() -> None:
+        x, y = next(source)
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        if ours:
+            x = x.contiguous(memory_format=torch.channels_last)
         with amp:
             loss = crit(step_model(x), y)
         opt.zero_grad(set_to_none=True)
@@ -110,6 +121,35 @@ def train_rate(model: nn.Module, cfg: argparse.Namespace, batch: int, ours: bool
         step()
     secs, _ = timed(lambda: [step() for _ in range(cfg.steps)], dev)
     return batch * cfg.steps / secs
+
+
+def bench_pipeline(cfg: argparse.Namespace) -> list[dict]:
+    """Our training step (bf16, channels_last, fused AdamW, batch ``--batch``) fed by the ``paper``
+    augmentation: per-sample DataLoader (``--workers``) vs ``DeviceLoader`` (group 8). Shows
+    whether the data pipeline keeps the GPU busy (compare with section (a)'s fixed-batch rate)."""
+    from data_pipeline import RandomU8Set
+    from torch.utils.data import DataLoader
+
+    from hdvit_lib.data.device_loader import DeviceLoader
+    from hdvit_lib.data.loaders import TransformedDataset
+    from hdvit_lib.data.transforms import MEAN_STD, build_transform
+
+    ds = RandomU8Set(cfg.data_images)
+    mean, std = MEAN_STD["cifar100"]
+    rows = []
+    for name in cfg.pipeline_models:
+        per_sample = DataLoader(TransformedDataset(ds, build_transform("paper", mean, std, train=True)),
+                                batch_size=cfg.batch, shuffle=True, drop_last=True, num_workers=cfg.workers,
+                                pin_memory=cfg.device.type == "cuda", persistent_workers=cfg.workers > 0)
+        on_device = DeviceLoader(ds, cfg.batch, "paper", mean, std, cfg.device, drop_last=True, group=8)
+        base = train_rate(build(name, cfg), cfg, cfg.batch, ours=True, loader=per_sample)
+        ours = train_rate(build(name, cfg), cfg, cfg.batch, ours=True, loader=on_device)
+        rows.append(row(section="train+data img/s", model=name, baseline=base, ours=ours, ratio=ours / base,
+                         unit="img/s", detail=f"our step fed by DataLoader ({cfg.workers} workers) vs DeviceLoader",
+                         extrapolated_baseline_s=50_000 / base, extrapolated_ours_s=50_000 / ours,
+                         extrapolated_what="one 50k-image epoch, s"))
+        print(f"  train+data {name}: {base:.0f} -> {ours:.0f} img/s", flush=True)
+    return rows
 
 
 def bench_training(cfg: argparse.Namespace) -> list[dict]:
@@ -238,7 +278,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny models on the CPU: checks that the script runs")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--sections", default="train,hessian,landscape,data")
+    p.add_argument("--sections", default="train,hessian,landscape,data,pipeline")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the data baseline")
     p.add_argument("--compile", action="store_true", help="also torch.compile our training step")
     p.add_argument("--batch", type=int, default=256, help="our training batch (baseline: 96)")
@@ -253,6 +293,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     cfg.warmup = 1 if q else 3
     cfg.steps = cfg.steps or (2 if q else 15)
     cfg.train_models = ["resnet50", "vit_ti", "alternet50"]
+    cfg.pipeline_models = ["resnet50", "vit_ti"]
     cfg.hessian_models = ["resnet50", "vit_ti"]
     cfg.landscape_models = ["resnet50", "vit_ti"]
     cfg.hessian_batch = 4 if q else 16
@@ -281,7 +322,8 @@ def main(argv: list[str] | None = None) -> dict:
         device_name = f"CPU ({platform.processor() or platform.machine()})"
     torch.manual_seed(0)
     print(f"benchmarks/gpu.py on {device_name}{' (--quick: numbers mean nothing)' if cfg.quick else ''}", flush=True)
-    sections = {"train": bench_training, "hessian": bench_hessian, "landscape": bench_landscape, "data": bench_data}
+    sections = {"train": bench_training, "hessian": bench_hessian, "landscape": bench_landscape, "data": bench_data,
+                "pipeline": bench_pipeline}
     rows: list[dict] = []
     t0 = time.perf_counter()
     for s in cfg.sections.split(","):

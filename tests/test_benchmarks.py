@@ -31,7 +31,7 @@ def test_gpu_benchmark_quick_mode_runs_every_section(tmp_path: Path) -> None:
     _run(["benchmarks/gpu.py", "--quick", "--out", str(path)])
     result = json.loads(path.read_text())
     sections = {r["section"] for r in result["rows"]}
-    assert {"train img/s", "landscape grid", "data img/s"} <= sections
+    assert {"train img/s", "landscape grid", "data img/s", "train+data img/s"} <= sections
     assert any(s.startswith("Hessian") for s in sections), sections
     assert "FAILED" not in result["markdown"]
     for row in result["rows"]:

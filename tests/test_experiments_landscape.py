@@ -336,3 +336,26 @@ def test_chapters_import_only_library_functions() -> None:
             pytest.skip(f"{nb} not written yet")
         text = path.read_text()
         assert "hdvit_lib.experiments" in text and f"notebooks/{nb}" in toc
+
+
+def test_fit_points_reads_settings_from_the_cache_config() -> None:
+    """Entries as the zoo stores them (every setting spelled out: ``window`` None for a global
+    ViT): window NaN for global attention, the number for local; NLL against a direct pass."""
+    from hdvit_lib.models import get_model, model_settings
+    from hdvit_lib.train.cache import Trained
+    from hdvit_lib.train.history import History
+
+    cfg = get_preset("smoke")
+    runs = {}
+    for label, name, acc in (("global", "vit_ti", 0.6), ("window 3", "vit_local", 0.7)):
+        torch.manual_seed(0)
+        model = get_model(name, tiny=True).eval()
+        config = {"model": name, "model_cfg": model_settings(name, True), "data_fraction": 1.0}
+        runs[label] = Trained(model, History(epoch=[1], test_acc=[acc]), config, Path("."))
+    assert runs["global"].config["model_cfg"]["window"] is None
+    fit = L.fit_points(runs, cfg, n_images=32)
+    assert np.isnan(fit.window[0]) and fit.window[1] == 3.0
+    np.testing.assert_allclose(fit.error_test, [0.4, 0.3])
+    np.testing.assert_array_equal(fit.patch_size, [4.0, 4.0])
+    batches = L.training_batches(cfg, 1, 32, 0)
+    assert fit.nll_train[0] == pytest.approx(L.train_nll(runs["global"].model, batches), rel=1e-6)

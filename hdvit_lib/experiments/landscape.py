@@ -397,7 +397,8 @@ def fit_points(trained: Mapping[str, Any], cfg: dict[str, Any], seed: int = 0,
         res.has_msa.append(any(b.kind == "msa" for b in t.model.blocks()))
         fr.append(f)
         ps.append(_patch_size(t.model))
-        win.append(float(t.config.get("model_cfg", {}).get("window", float("nan"))))
+        window = t.config.get("model_cfg", {}).get("window")  # None: global attention
+        win.append(float("nan") if window is None else float(window))
         nll.append(train_nll(t.model, batches))
         err.append(1.0 - t.history.final("test_acc"))
     res.data_fraction, res.patch_size, res.window = np.asarray(fr), np.asarray(ps), np.asarray(win)
