@@ -212,3 +212,17 @@ def test_paper_preset_trains_end_to_end_on_cifar_files(tmp_path, monkeypatch):
     again = cache.load_or_train("resnet50", preset="paper", train_overrides=overrides, cache_dir=tmp_path / "zoo",
                                 device="cpu", progress=False)
     assert len(built) == 1 and again.history.step_loss == t.history.step_loss
+
+
+def test_image_datasets_hand_over_their_uint8_tensor():
+    """CIFAR and the synthetic set are ``ImageDataset``s: their uint8 tensor is used as it is (no
+    per-item pass), and the batches equal the item-by-item path's."""
+    from hdvit_lib.data.datasets import ImageDataset
+
+    u8 = U8Set(40)
+    img = ImageDataset(u8.x, u8.targets, 40)
+    a = DeviceLoader(img, 8, "crop_flip", (0.5,) * 3, (0.25,) * 3, "cpu", seed=4)
+    assert a.images.data_ptr() == img.data.data_ptr()
+    b = DeviceLoader(u8, 8, "crop_flip", (0.5,) * 3, (0.25,) * 3, "cpu", seed=4)
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

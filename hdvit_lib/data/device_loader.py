@@ -60,9 +60,13 @@ def rand_augment_groups(x: torch.Tensor, group: int, op: Callable[[torch.Tensor]
 
 
 def _as_stored(dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images (uint8 when they are exactly k/255, as CIFAR's are; else float32) and labels."""
-    xs = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    """The images (uint8 when they are exactly k/255, as CIFAR's are; else float32) and labels.
+    An ``ImageDataset`` (CIFAR, the synthetic set) hands over its uint8 tensor as it is."""
     ys = torch.as_tensor([int(t) for t in dataset.targets], dtype=torch.long)
+    data = getattr(dataset, "data", None)
+    if isinstance(data, torch.Tensor) and data.dtype == torch.uint8 and data.ndim == 4 and len(data) == len(ys):
+        return data, ys
+    xs = torch.stack([dataset[i][0] for i in range(len(dataset))])
     u8 = (xs * 255).round_().clamp_(0, 255).to(torch.uint8)
     return (u8, ys) if torch.equal(u8.float().div_(255), xs) else (xs, ys)
 
