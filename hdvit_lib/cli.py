@@ -33,6 +33,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     p.add_argument("--batch-size", type=int, default=None, help="override the preset's (global) batch size")
     p.add_argument("--lr", type=float, default=None, help="override the preset's learning rate")
+    p.add_argument("--device-augment", type=int, default=None, metavar="G",
+                   help="augment on the training device, RandAugment drawn per group of G images "
+                        "(paper preset: 8; 1: per image as in the paper; 0: per image on the CPU)")
     p.add_argument("--cache", default=None, help="cache directory (default: $HDVIT_CACHE or ~/.cache/hdvit)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -65,8 +68,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    return {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr))
-            if v is not None}
+    pairs = (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
+             ("device_augment", args.device_augment))
+    return {k: v for k, v in pairs if v is not None}
 
 
 def _train(args: argparse.Namespace) -> None:

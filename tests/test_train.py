@@ -257,13 +257,14 @@ def test_cli_train_prints_cache_dir_and_accuracy(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cache, "_get_model", lambda name, num_classes, tiny, **kw: mlp(classes=num_classes))
     cli.main(["train", "--model", "mlp", "--dataset", "synthetic", "--preset", "smoke", "--fraction", "0.5",
               "--seed", "3", "--epochs", "2", "--batch-size", "32", "--lr", "0.01", "--cache", str(tmp_path),
-              "--no-progress"])
+              "--device-augment", "4", "--no-progress"])
     out = capsys.readouterr().out
     entry = next(tmp_path.glob("mlp-synthetic-*"))
     assert f"cache: {entry}" in out
     acc = History.load(entry / "history.json").final("test_acc")
     assert f"final test accuracy: {acc:.4f} (epoch 2" in out
     assert seen["cfg"]["epochs"] == 2 and seen["cfg"]["lr"] == 0.01 and seen["seed"] == 3 and seen["fraction"] == 0.5
+    assert seen["cfg"]["device_augment"] == 4
     cli.main(["cache", "--cache", str(tmp_path)])
     assert "model=mlp dataset=synthetic epochs=2" in capsys.readouterr().out
     with pytest.raises(SystemExit):
