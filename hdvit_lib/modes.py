@@ -1,4 +1,5 @@
-"""Module modes for analyses and evaluation: eval mode with every module's mode restored afterwards.
+"""Module modes for analyses and evaluation: eval mode with every module's mode restored afterwards,
+and the mixed-precision dtype a device computes fastest in.
 
 Light on purpose (torch only), so the trainer, the data module and the analyses share one
 implementation without importing the model zoo.
@@ -39,3 +40,14 @@ def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (CPU for a model without parameters)."""
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
+
+
+def amp_dtype(device: torch.device | str) -> torch.dtype:
+    """The autocast dtype for ``device``: bfloat16 where the hardware computes in it (GPUs from
+    Ampere on, e.g. A100/L4/H100, and CPUs), float16 on older GPUs such as Colab's T4, where
+    bfloat16 is only emulated (slow); float16 training needs a ``GradScaler`` (the trainer adds one).
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.float16
+    return torch.bfloat16

@@ -339,3 +339,38 @@ def test_cache_key_uses_the_models_full_settings():
         cache_key(run_config("vit_ti", model_cfg=paper_vit | {"patch_size": 2, "depth": 12}))
     assert cache_key(run_config("resnet50", model_cfg=paper_vit)) == \
         cache_key(run_config("resnet50", model_cfg=paper_vit | {"num_blocks": [3, 4, 6, 3]}))
+
+
+def test_amp_dtype_picks_float16_where_bfloat16_is_emulated(monkeypatch):
+    from hdvit_lib.modes import amp_dtype
+
+    assert amp_dtype("cpu") == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert amp_dtype("cuda") == torch.float16  # e.g. a T4: bf16 only by emulation
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert amp_dtype("cuda") == torch.bfloat16  # Ampere and newer
+
+
+def test_float16_training_scales_the_loss_and_resumes_exactly(tmp_path):
+    """amp=float16 (the path of GPUs without bf16) trains with a GradScaler on the CPU too: it learns,
+    its scale is checkpointed, and an interrupted run resumes to the same curve."""
+    c = cfg(clip_grad=5.0)
+    ref = train(mlp(), loaders(), c, ckpt_dir=tmp_path / "a", progress=False, amp=torch.float16)
+    assert ref.step_loss[-1] < ref.step_loss[0] - 0.1
+    state = checkpoint.load(tmp_path / "a" / "last.pt")
+    assert state["scaler"]["scale"] > 1  # a GradScaler ran
+    fp32 = train(mlp(), loaders(), c, progress=False, amp=None)
+    assert fp32.step_loss != ref.step_loss  # the float16 path is really another computation
+    np.testing.assert_allclose(fp32.step_loss, ref.step_loss, rtol=0.05)
+    ld = loaders()
+    with pytest.raises(Interrupt):
+        train(mlp(), Interrupting(ld.train, 2, 3), c, ckpt_dir=tmp_path / "b", test_loader=ld.test,
+              progress=False, amp=torch.float16)
+    last = checkpoint.load(tmp_path / "b" / "last.pt")
+    last["scaler"]["scale"] = 1024.0  # a scale the fresh scaler would not have: it must be restored
+    checkpoint.atomic_save(last, tmp_path / "b" / "last.pt")
+    resumed = train(mlp(), loaders(), c, ckpt_dir=tmp_path / "b", progress=False, amp=torch.float16)
+    assert resumed.step_loss == ref.step_loss
+    assert checkpoint.load(tmp_path / "b" / "last.pt")["scaler"]["scale"] == 1024.0
+    with pytest.raises(ValueError, match="auto"):
+        train(mlp(), loaders(), c, progress=False, amp=torch.float64)

@@ -35,6 +35,7 @@ from hdvit_lib.distributed import (
     use_sharding,
     world_size,
 )
+from hdvit_lib.modes import amp_dtype
 
 NORMS = ("filter", "official")
 BACKENDS = ("auto", "vmap", "loop")
@@ -112,11 +113,12 @@ def _grid_eval(
     amp: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum over images of the criterion and of correct predictions, for each row of ``W`` (G, P);
-    ``amp``: the forward passes in bf16 autocast, the criterion on float32 logits."""
+    ``amp``: the forward passes in autocast (:func:`hdvit_lib.modes.amp_dtype`: bf16, or fp16 on
+    GPUs without bf16), the criterion on float32 logits."""
     nll = torch.zeros(W.shape[0], dtype=torch.float64)
     correct = torch.zeros(W.shape[0], dtype=torch.float64)
     for x, y in batches:
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(x.device.type, dtype=amp_dtype(x.device), enabled=amp):
             if backend == "vmap":
                 logits = vmap(lambda w, x=x: functional_forward(model, flat.unflatten(w), x))(W)
             else:

@@ -1,5 +1,6 @@
 """The one training loop: AdamW, warm-up + cosine per step, label smoothing or mixup soft targets,
-gradient clipping, bf16 autocast on CUDA, atomic checkpoints, exact resume, NaN guard, DDP.
+gradient clipping, mixed precision on CUDA (bf16, or fp16 with loss scaling on GPUs without bf16),
+atomic checkpoints, exact resume, NaN guard, DDP.
 
 Recipe: Park & Kim (2022), Appendix A (AdamW, weight decay 0.05, warm-up then cosine, gradient
 clipping 5, label smoothing 0.1, mixup/cutmix supplied by the data loaders).
@@ -20,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from hdvit_lib import distributed as dist_
-from hdvit_lib.modes import eval_mode, model_device
+from hdvit_lib.modes import amp_dtype, eval_mode, model_device
 from hdvit_lib.train.checkpoint import atomic_save, load, rng_state, set_rng_state
 from hdvit_lib.train.history import History
 from hdvit_lib.train.schedule import make_scheduler
@@ -97,11 +98,12 @@ def evaluate(
     """
     device = torch.device(device) if device is not None else model_device(model)
     amp = device.type == "cuda" if amp is None else amp
+    dtype = amp_dtype(device)
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     with eval_mode(model):
         for x, y in loader:
             x, y = _to(x, device, channels_last), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            with torch.autocast(device.type, dtype=dtype, enabled=amp):
                 out = model(x)
             sums[0] += F.cross_entropy(out.float(), y, reduction="sum")
             sums[1] += (out.argmax(-1) == y).sum()
@@ -117,7 +119,7 @@ class _Run:
         self.dir = Path(ckpt_dir) if ckpt_dir is not None else None
         self.settings = settings
 
-    def save_last(self, epoch, model, optimizer, scheduler, history, loader) -> None:
+    def save_last(self, epoch, model, optimizer, scheduler, history, loader, scaler=None) -> None:
         if self.dir is None or not dist_.is_main():
             return
         state = {
@@ -125,6 +127,7 @@ class _Run:
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else {},
             "history": history.to_dict(),
             "rng": rng_state(loader),
             "settings": self.settings,
@@ -149,6 +152,7 @@ def train(
     seed: int = 0,
     compile: bool = False,
     progress: bool = True,
+    amp: torch.dtype | str | None = "auto",
 ) -> History:
     """Train ``model`` in place with the recipe of Park & Kim (2022), Appendix A; return its History.
 
@@ -163,9 +167,12 @@ def train(
         (which carry their own smoothing), else cross-entropy with ``label_smoothing``.
     seed: seeds the DistributedSampler's per-epoch shuffle under DDP.
     compile: ``torch.compile`` the model.
+    amp: the autocast dtype; ``"auto"``: :func:`hdvit_lib.modes.amp_dtype` on CUDA (bf16, or fp16
+        on GPUs without bf16), none on the CPU; ``None``: float32. With float16 the loss is scaled
+        (``torch.amp.GradScaler``, its state checkpointed with the rest).
 
     Learning rate per step: :func:`hdvit_lib.train.schedule.warmup_cosine`. On CUDA: fused AdamW,
-    bf16 autocast, channels_last for conv nets. Under ``torchrun`` (a process group with N > 1
+    autocast (``amp``), channels_last for conv nets. Under ``torchrun`` (a process group with N > 1
     ranks): DDP, each rank reads ``batch_size / N`` samples of every global batch, only rank 0
     writes. A non-finite loss raises ``FloatingPointError`` (the last checkpoint is kept).
     """
@@ -177,6 +184,11 @@ def train(
     cuda = device.type == "cuda"
     distributed = dist_.is_distributed()
     main = dist_.is_main()
+
+    dtype = (amp_dtype(device) if cuda else None) if amp == "auto" else amp
+    if dtype not in (None, torch.bfloat16, torch.float16):
+        raise ValueError(f"amp={amp!r} is not one of 'auto', None, torch.bfloat16, torch.float16")
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
     raw = model.to(device)
     channels_last = cuda and _is_convnet(raw)
@@ -205,6 +217,8 @@ def train(
         raw.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler") and scaler.is_enabled():
+            scaler.load_state_dict(state["scaler"])
         history, start = History.from_dict(state["history"]), int(state["epoch"])
         set_rng_state(state["rng"], train_loader)
     else:
@@ -236,18 +250,20 @@ def train(
                 hard = target.argmax(-1)
             else:
                 target, hard = y, y
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 out = net(x)
             if mixup is not None:
                 loss = F.cross_entropy(out.float(), target)
             else:
                 loss = F.cross_entropy(out.float(), target, label_smoothing=label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()  # a pass-through unless float16
             if clip:
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(raw.parameters(), float(clip))
             lr_used = optimizer.param_groups[0]["lr"]
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             n = y.shape[0]
             sums[0] += loss.detach().double() * n
@@ -267,7 +283,8 @@ def train(
         bar.close()
         loss_sum, correct, count = dist_.all_reduce_sum(sums).tolist()
         test_loss, test_acc = (
-            evaluate(fwd, test_loader, device, amp=cuda, channels_last=channels_last) if test_loader is not None else (math.nan, math.nan)
+            evaluate(fwd, test_loader, device, amp=dtype is not None, channels_last=channels_last)
+            if test_loader is not None else (math.nan, math.nan)
         )
         history.epoch.append(epoch)
         history.train_loss.append(loss_sum / count)
@@ -279,7 +296,7 @@ def train(
         history.step_loss.extend(epoch_losses)
         if epoch in snaps:
             run.save_snapshot(epoch, raw)
-        run.save_last(epoch, raw, optimizer, scheduler, history, train_loader)
+        run.save_last(epoch, raw, optimizer, scheduler, history, train_loader, scaler)
     return history
 
 
