@@ -1,0 +1,103 @@
+"""Write ``book/recorded_runs.md`` from chapter notebooks executed with a larger preset.
+
+The book's pages are executed with the ``smoke`` preset at every build; runs with ``cpu`` (or
+``paper``) take minutes to hours and are not. This tool copies the claim check that each executed
+notebook *printed* (its ``Claim`` output, never typed in) into one page, with the date, machine,
+preset and run time given on the command line, so that a reader sees what the larger runs
+measured and how to reproduce them.
+
+Usage (after ``papermill -p preset cpu notebooks/X.ipynb runs/X.ipynb`` for each chapter):
+
+    python tools/recorded_runs.py runs/ --preset cpu --machine "2-core x86_64, torch 2.14.1" \
+        --date 2026-11-26 [--times runs/times.txt] > book/recorded_runs.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+HEADER = """# Recorded runs: the `{preset}` preset
+
+The chapters in this book are executed with the `smoke` preset whenever the site is built: a
+minute each, too small for most of the paper's claims to show. This page records what the
+same chapters printed when run with the `{preset}` preset ({what}). Each verdict below is the
+chapter's own claim check, copied from the executed notebook by `tools/recorded_runs.py`; nothing
+here is recomputed at build time.
+
+- Date: {date}. Machine: {machine}.
+- Reproduce: `papermill -p preset {preset} notebooks/<chapter>.ipynb out.ipynb` (or set
+  `preset = "{preset}"` in a chapter's parameters cell).
+"""
+
+WHAT = {"cpu": "10,000 generated images, 15 epochs, the tiny models; about 2 to 13 minutes per chapter "
+               "on 2 CPU cores once the shared models are cached",
+        "paper": "CIFAR-100, the paper's models and recipe"}
+
+
+def claim_markdown(nb: dict) -> str | None:
+    """The last ``text/markdown`` output that is a claim check (starts with **Paper:**)."""
+    found = None
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            md = out.get("data", {}).get("text/markdown")
+            if md is not None:
+                text = "".join(md) if isinstance(md, list) else md
+                if text.startswith("**Paper:**"):
+                    found = text
+    return found
+
+
+def title(nb: dict, fallback: str) -> str:
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "markdown":
+            src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            m = re.match(r"#\s+(.+)", src)
+            if m:
+                return m.group(1).strip()
+    return fallback
+
+
+def read_times(path: Path | None) -> dict[str, str]:
+    """``<stem> rc=0 319 s`` lines (the last one per chapter wins) -> {stem: "319 s"} for rc=0."""
+    out: dict[str, str] = {}
+    if path is None or not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        m = re.match(r"(\S+) rc=(\d+) (\d+) s", line)
+        if m and m.group(2) == "0":
+            out[m.group(1)] = f"{int(m.group(3)) / 60:.1f} min"
+    return out
+
+
+def render(folder: Path, preset: str, machine: str, date: str, times: Path | None = None) -> str:
+    parts = [HEADER.format(preset=preset, what=WHAT.get(preset, preset), date=date, machine=machine)]
+    took = read_times(times)
+    for path in sorted(folder.glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        claim = claim_markdown(nb)
+        if claim is None:
+            continue
+        head = f"## {title(nb, path.stem)}"
+        when = (f"\n\n*Wall time of this chapter's run: {took[path.stem]} (models already in the cache were "
+                "loaded, the others trained).*") if path.stem in took else ""
+        parts.append(f"{head}\n\n{claim}{when}\n")
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folder", type=Path, help="executed notebooks (*.ipynb)")
+    ap.add_argument("--preset", required=True)
+    ap.add_argument("--machine", required=True)
+    ap.add_argument("--date", required=True)
+    ap.add_argument("--times", type=Path, default=None, help="'<chapter> rc=<code> <seconds> s' lines")
+    args = ap.parse_args(argv)
+    sys.stdout.write(render(args.folder, args.preset, args.machine, args.date, args.times))
+
+
+if __name__ == "__main__":
+    main()
