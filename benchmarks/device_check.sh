@@ -5,7 +5,15 @@
 # Writes $OUT/gpu.log, $OUT/gpu.json (all sections) and $OUT/gpu_compile.json (training with
 # torch.compile). About 7-9 minutes on an H100: give it timeout_s=560 and paste the markdown
 # tables it prints into benchmarks/RESULTS.md with the card's name.
+# If the device's timm is older than 1.0 (our models use timm.layers), carry a wheel: here,
+#     echo /.whl/ >> .git/info/exclude
+#     python3 -m pip download --no-deps --only-binary=:all: -d .whl "timm>=1.0"
+# and call the device tool with carry=[".whl"]: the wheels found there are installed first.
 set -o pipefail
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/hdvit_device_out}
 mkdir -p "$OUT"
