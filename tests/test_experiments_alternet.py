@@ -164,6 +164,42 @@ def test_hessian_spectra_use_the_snapshot_and_match_a_dense_hessian():
     np.testing.assert_allclose(spec.eigenvalues[0], top, rtol=1e-3, atol=1e-5)
 
 
+def test_hessian_at_warmup_trains_what_the_checkpoints_cannot_give(monkeypatch, capsys):
+    """An official entry (final weights only) is replaced by the model trained here for a warm-up
+    spectrum; at ``final`` it is used as it is; trained entries are never replaced."""
+    from pathlib import Path
+
+    from hdvit_lib import zoo
+    from hdvit_lib.train.history import History
+
+    torch.manual_seed(0)
+    official = zoo.Trained(nn.Linear(4, 3), History(epoch=[300], test_acc=[0.5]),
+                           {"source": "official", "model": "vit_ti", "asset": "vit_ti_x.pth.tar"}, Path("."))
+    here_model = nn.Linear(4, 3)
+    here_warm = {k: v + 1.0 for k, v in here_model.state_dict().items()}
+    asked = []
+
+    class _Entry(_FakeTrained):
+        history = History(epoch=[1], test_acc=[0.1])
+
+    def fake_load_or_train(name, **kw):
+        asked.append(name)
+        return _Entry(here_model, {"warmup": here_warm})
+
+    monkeypatch.setattr(zoo, "load_or_train", fake_load_or_train)
+    other = _FakeTrained(nn.Linear(4, 3), {"warmup": {k: v * 0 for k, v in here_model.state_dict().items()}})
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    cfg = get_preset("cpu", hessian_k=2)
+    warm = alt.hessian_spectra({"vit_ti": official, "other": other}, [(x, y)], cfg)
+    assert asked == ["vit_ti"] and list(warm) == ["vit_ti", "other"]
+    assert "trained here instead" in capsys.readouterr().out
+    ref = alt.hessian_spectra({"vit_ti": _FakeTrained(here_model, {"warmup": here_warm})}, [(x, y)], cfg)
+    np.testing.assert_allclose(warm["vit_ti"].eigenvalues, ref["vit_ti"].eigenvalues)
+    asked.clear()
+    alt.hessian_spectra({"vit_ti": official}, [(x, y)], cfg, tag="final")
+    assert asked == []
+
+
 class _Constant(nn.Module):
     """Always predicts class ``c`` (a model whose accuracy is the share of class ``c``)."""
 

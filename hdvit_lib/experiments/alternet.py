@@ -520,9 +520,14 @@ def hessian_spectra(trained: Mapping[str, Any], batches: Batches, cfg: Mapping[s
     """Fig. 12c: the spectrum of every zoo model (``Trained``) at snapshot ``tag`` (default the end
     of warm-up, as chapter 04 measures Fig. 4), with chapter 04's protocol
     (``hdvit_lib.experiments.landscape.hessian_spectrum``: top-``hessian_k`` eigenvalues per
-    mini-batch by Lanczos, BatchNorm in eval mode, loss NLL + ``weight_decay / 2 * ||w||^2``)."""
+    mini-batch by Lanczos, BatchNorm in eval mode, loss NLL + ``weight_decay / 2 * ||w||^2``).
+    The authors' checkpoints have no warm-up snapshot: for a ``tag`` other than ``final`` those
+    models are trained here (``common.with_snapshots``)."""
+    from hdvit_lib.experiments.common import with_snapshots
     from hdvit_lib.experiments.landscape import hessian_spectrum, model_at
 
+    if tag != "final":
+        trained = with_snapshots(trained, dict(cfg), seed)
     return {name: hessian_spectrum(model_at(t, tag), batches, dict(cfg), seed, name=name) for name, t in trained.items()}
 
 

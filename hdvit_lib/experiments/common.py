@@ -52,3 +52,17 @@ def train_models(names: Sequence[str], cfg: dict[str, Any], seed: int = 0, progr
     if isinstance(names, str):
         names = [names]
     return train_runs({n: run_spec(n) for n in names}, cfg, seed, progress)
+
+
+def with_snapshots(trained: Mapping[str, Any], cfg: dict[str, Any], seed: int = 0,
+                   progress: bool = False) -> dict[str, Any]:
+    """``trained`` with each entry of the authors' checkpoints (final weights only) replaced by the
+    same model trained here, for analyses at a snapshot during training (e.g. the end of warm-up);
+    says which were replaced. Other entries are returned as they are, in the same order."""
+    official = {k: t for k, t in trained.items() if getattr(t, "official", False)}
+    if not official:
+        return dict(trained)
+    print(f"{', '.join(official)}: this analysis needs a snapshot during training, and the authors' "
+          "checkpoints hold only final weights: trained here instead")
+    runs = {k: run_spec(t.config["model"]) for k, t in official.items()}
+    return {**trained, **train_runs(runs, {**cfg, "weights": "trained"}, seed, progress)}
