@@ -1,4 +1,4 @@
-"""tools/recorded_runs.py copies each executed chapter's printed claim check, nothing else."""
+"""tools/recorded_runs.py copies each executed chapter's printed claim checks, nothing else."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def executed(path: Path, title: str, claims: list[Claim]) -> None:
     path.write_text(json.dumps(nb))
 
 
-def test_render_takes_the_last_claim_of_each_chapter(tmp_path: Path) -> None:
+def test_render_takes_every_claim_of_each_chapter_in_order(tmp_path: Path) -> None:
     early = Claim("an early claim", {"x": 1.0}, None, "undecided", "cpu")
     final = Claim("the paper says A", {"a": 0.25}, True, "holds in this run: 25%", "cpu")
     executed(tmp_path / "01_a.ipynb", "1. First chapter", [early, final])
@@ -37,5 +37,6 @@ def test_render_takes_the_last_claim_of_each_chapter(tmp_path: Path) -> None:
     page = recorded_runs.render(tmp_path, "cpu", "a test machine", "2026-01-01", tmp_path / "times.txt")
     assert page.startswith("# Recorded runs: the `cpu` preset")
     assert "## 1. First chapter" in page and "2. No claim" not in page
-    assert final._repr_markdown_() in page and "an early claim" not in page and "a table" not in page
+    assert page.index(early._repr_markdown_()) < page.index(final._repr_markdown_()) and "a table" not in page
     assert "1.5 min" in page and "a test machine" in page and "2026-01-01" in page
+    assert "| 1 | an early claim | undecided |" in page and "| 1 | the paper says A | yes |" in page

@@ -1,8 +1,8 @@
 """Write ``book/recorded_runs.md`` from chapter notebooks executed with a larger preset.
 
 The book's pages are executed with the ``smoke`` preset at every build; runs with ``cpu`` (or
-``paper``) take minutes to hours and are not. This tool copies the claim check that each executed
-notebook *printed* (its ``Claim`` output, never typed in) into one page, with the date, machine,
+``paper``) take minutes to hours and are not. This tool copies the claim checks that each executed
+notebook *printed* (its ``Claim`` outputs, never typed in) into one page, with the date, machine,
 preset and run time given on the command line, so that a reader sees what the larger runs
 measured and how to reproduce them.
 
@@ -33,22 +33,35 @@ here is recomputed at build time.
   `preset = "{preset}"` in a chapter's parameters cell).
 """
 
-WHAT = {"cpu": "10,000 generated images, 15 epochs, the tiny models; about 2 to 13 minutes per chapter "
-               "on 2 CPU cores once the shared models are cached",
+WHAT = {"cpu": "10,000 generated images, 15 epochs, the tiny models",
         "paper": "CIFAR-100, the paper's models and recipe"}
 
 
-def claim_markdown(nb: dict) -> str | None:
-    """The last ``text/markdown`` output that is a claim check (starts with **Paper:**)."""
-    found = None
+def claim_markdowns(nb: dict) -> list[tuple[str, str]]:
+    """Every claim check output, in order: (its markdown, "yes" | "no" | "undecided" from the
+    ``holds`` field of the same output's ``Claim(...)`` text)."""
+    found = []
     for cell in nb.get("cells", []):
         for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
-            md = out.get("data", {}).get("text/markdown")
-            if md is not None:
-                text = "".join(md) if isinstance(md, list) else md
-                if text.startswith("**Paper:**"):
-                    found = text
+            data = out.get("data", {})
+            md, plain = data.get("text/markdown"), data.get("text/plain")
+            if md is None:
+                continue
+            text = "".join(md) if isinstance(md, list) else md
+            if not text.startswith("**Paper:**"):
+                continue
+            plain = "".join(plain) if isinstance(plain, list) else (plain or "")
+            m = re.search(r"holds=(True|False|None)", plain)
+            holds = {"True": "yes", "False": "no"}.get(m.group(1), "undecided") if m else "undecided"
+            if holds == "no" and "only in part" in text.split("**Verdict:**")[-1]:
+                holds = "in part"
+            found.append((text, holds))
     return found
+
+
+def _short(claim_md: str, n: int = 110) -> str:
+    paper = claim_md.split("\n\n")[0].removeprefix("**Paper:**").strip()
+    return paper if len(paper) <= n else paper[: n - 3].rsplit(" ", 1)[0] + " ..."
 
 
 def title(nb: dict, fallback: str) -> str:
@@ -76,16 +89,21 @@ def read_times(path: Path | None) -> dict[str, str]:
 def render(folder: Path, preset: str, machine: str, date: str, times: Path | None = None) -> str:
     parts = [HEADER.format(preset=preset, what=WHAT.get(preset, preset), date=date, machine=machine)]
     took = read_times(times)
+    summary = ["| chapter | the paper's claim | holds in this run |", "| --- | --- | --- |"]
+    sections = []
     for path in sorted(folder.glob("*.ipynb")):
         nb = json.loads(path.read_text())
-        claim = claim_markdown(nb)
-        if claim is None:
+        claims = claim_markdowns(nb)
+        if not claims:
             continue
-        head = f"## {title(nb, path.stem)}"
-        when = (f"\n\n*Wall time of this chapter's run: {took[path.stem]} (models already in the cache were "
-                "loaded, the others trained).*") if path.stem in took else ""
-        parts.append(f"{head}\n\n{claim}{when}\n")
-    return "\n".join(parts)
+        name = title(nb, path.stem)
+        summary += [f"| {name.split('.')[0]} | {_short(md)} | {holds} |" for md, holds in claims]
+        claim = "\n\n".join(md for md, _ in claims)
+        head = f"## {name}"
+        when = (f"\n\n*Wall time of this chapter's run: {took[path.stem]} (models and features already in the "
+                "cache were loaded, the rest computed).*") if path.stem in took else ""
+        sections.append(f"{head}\n\n{claim}{when}\n")
+    return "\n".join([*parts, "\n".join(summary) + "\n", *sections])
 
 
 def main(argv: list[str] | None = None) -> None:
