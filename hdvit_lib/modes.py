@@ -1,5 +1,5 @@
 """Module modes for analyses and evaluation: eval mode with every module's mode restored afterwards,
-and the mixed-precision dtype a device computes fastest in.
+the default device, and the mixed-precision dtype a device computes fastest in.
 
 Light on purpose (torch only), so the trainer, the data module and the analyses share one
 implementation without importing the model zoo.
@@ -40,6 +40,13 @@ def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (CPU for a model without parameters)."""
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
+
+
+def resolve_device(device: torch.device | str | None = None) -> torch.device:
+    """``device`` as a ``torch.device``; None: CUDA when present, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def amp_dtype(device: torch.device | str) -> torch.dtype:

@@ -23,6 +23,7 @@ refused (trust on first use).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -33,6 +34,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from hdvit_lib.modes import resolve_device
 
 RELEASE_URL = "https://github.com/xxxnell/how-do-vits-work-storage/releases/download/v0.1/"
 PREFIX_LEN = 10
@@ -402,12 +405,9 @@ def official_mismatch(name: str, data_fraction: float = 1.0, model_cfg: dict | N
         return f"no released checkpoint for {name!r} (released: {', '.join(list_pretrained())})"
     if float(data_fraction) != 1.0:
         return f"the checkpoint saw all of the data, this run {data_fraction:.0%} of it"
-    import json
-
-    def canonical(settings: dict) -> str:  # tuples and lists alike
-        return json.dumps(settings, sort_keys=True)
-
-    if canonical(model_settings(name, False, **(model_cfg or {}))) != canonical(model_settings(name, False)):
+    run, released = (json.dumps(model_settings(name, False, **cfg), sort_keys=True)  # tuples and lists alike
+                     for cfg in (model_cfg or {}, {}))
+    if run != released:
         return f"the checkpoint has the default settings, this run {dict(model_cfg or {})}"
     return None
 
@@ -436,8 +436,6 @@ def load_official(
     snapshots: ``snapshot("final")`` is the model's state and other tags raise.
     ``dataset_kwargs`` go to ``hdvit_lib.data.get_loaders`` (e.g. ``verify`` for test fixtures).
     """
-    import json
-
     from hdvit_lib.data import get_loaders
     from hdvit_lib.models import model_settings
     from hdvit_lib.presets import get_preset
@@ -448,7 +446,7 @@ def load_official(
     cfg = dict(cfg) if cfg is not None else get_preset("paper")
     ck = _checkpoint(name)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     model = load_pretrained(name, num_classes=CHECKPOINT_CLASSES, cache_dir=cache, download=bool(cfg.get("download")),
                             progress=progress, check_prefix=check_prefix).to(device)
     path = cache / ck.asset

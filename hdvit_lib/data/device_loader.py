@@ -32,6 +32,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .transforms import check_augment, to_uint8
+
 
 def crop_flip_batch(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, flip: torch.Tensor,
                     padding: int = 4) -> torch.Tensor:
@@ -51,11 +53,15 @@ def crop_flip_batch(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, fli
     return padded[bi, ci, r, q]
 
 
+def _check_group(group: int) -> None:
+    if group < 1:
+        raise ValueError(f"group={group} must be at least 1 (1: every image draws its own ops)")
+
+
 def rand_augment_groups(x: torch.Tensor, group: int, op: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """``op`` (e.g. torchvision's ``RandAugment``) on consecutive groups of ``group`` images of the
     uint8 batch ``x``: one draw of ops and magnitudes per group."""
-    if group < 1:
-        raise ValueError(f"group={group} must be at least 1 (1: every image draws its own ops)")
+    _check_group(group)
     return torch.cat([op(part) for part in x.split(group)])
 
 
@@ -67,7 +73,7 @@ def _as_stored(dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(data, torch.Tensor) and data.dtype == torch.uint8 and data.ndim == 4 and len(data) == len(ys):
         return data, ys
     xs = torch.stack([dataset[i][0] for i in range(len(dataset))])
-    u8 = (xs * 255).round_().clamp_(0, 255).to(torch.uint8)
+    u8 = to_uint8(xs)
     return (u8, ys) if torch.equal(u8.float().div_(255), xs) else (xs, ys)
 
 
@@ -85,12 +91,8 @@ class DeviceLoader:
     def __init__(self, dataset: Any, batch_size: int, augment: str, mean, std, device: torch.device | str,
                  *, shuffle: bool = True, drop_last: bool = False, seed: int = 0, group: int = 8,
                  padding: int = 4):
-        from .transforms import AUGMENTS
-
-        if augment not in AUGMENTS:
-            raise ValueError(f"augment={augment!r} is unknown; choose one of {', '.join(AUGMENTS)}")
-        if group < 1:
-            raise ValueError(f"group={group} must be at least 1 (1: every image draws its own ops)")
+        check_augment(augment)
+        _check_group(group)
         self.dataset, self.batch_size, self.augment = dataset, int(batch_size), augment
         self.device = torch.device(device)
         self.shuffle, self.drop_last, self.group, self.padding = shuffle, drop_last, int(group), padding
@@ -133,8 +135,7 @@ class DeviceLoader:
             flip = torch.rand(n, generator=self.generator) < 0.5
             x = crop_flip_batch(x, rows, cols, flip, self.padding)
         if self._op is not None:
-            u8 = x if x.dtype == torch.uint8 else (x * 255).round_().clamp_(0, 255).to(torch.uint8)
-            x = rand_augment_groups(u8, self.group, self._op)
+            x = rand_augment_groups(x if x.dtype == torch.uint8 else to_uint8(x), self.group, self._op)
         x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
         return (x - self.mean) / self.std
 
@@ -142,8 +143,7 @@ class DeviceLoader:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         for k in range(len(self)):
-            idx = order[k * self.batch_size:(k + 1) * self.batch_size]
+            idx = order[k * self.batch_size:(k + 1) * self.batch_size].to(self.device)
             # every rank draws the whole batch's augmentation (same generator state), then keeps its share
-            x = self._augment(self.images[idx.to(self.device)])
-            y = self.labels[idx.to(self.device)]
+            x, y = self._augment(self.images[idx]), self.labels[idx]
             yield x[self.rank::self.world], y[self.rank::self.world]

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from hdvit_lib.modes import resolve_device
+
 from .datasets import get_dataset, subsample
 from .transforms import build_mixup, build_transform, mean_std
 
@@ -96,8 +98,8 @@ def get_loaders(
     if group > 0:
         from .device_loader import DeviceLoader
 
-        dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        train_loader: Any = DeviceLoader(train, bs, augment, mean, std, dev, drop_last=drop_last, seed=seed, group=group)
+        train_loader: Any = DeviceLoader(train, bs, augment, mean, std, resolve_device(device), drop_last=drop_last,
+                                         seed=seed, group=group)
     else:
         train_loader = DataLoader(
             TransformedDataset(train, build_transform(augment, mean, std, train=True)),

@@ -21,6 +21,17 @@ import torch.nn.functional as F
 
 AUGMENTS = ("none", "crop_flip", "paper")
 
+
+def check_augment(augment: str) -> None:
+    """Raise for an ``augment`` preset that is not one of :data:`AUGMENTS`, naming them."""
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment={augment!r} is unknown; choose one of {', '.join(AUGMENTS)}")
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """A float image (or batch) in [0, 1] as uint8 (rounded, clamped), as PIL would hold it."""
+    return (x * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+
 # Per-channel mean/std of the training images.
 MEAN_STD: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -77,8 +88,7 @@ class RandAugmentFloat:
         self.op = RandAugment(num_ops=num_ops, magnitude=magnitude)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        u8 = (x * 255.0).round_().clamp_(0, 255).to(torch.uint8)
-        return self.op(u8).float().div_(255.0)
+        return self.op(to_uint8(x)).float().div_(255.0)
 
 
 class Compose:
@@ -95,10 +105,7 @@ def build_transform(
     augment: str, mean: tuple[float, ...], std: tuple[float, ...], train: bool = True
 ) -> Compose:
     """The per-sample transform of preset ``augment`` (``train=False``: normalisation only)."""
-    if augment not in AUGMENTS:
-        raise ValueError(
-            f"augment={augment!r} is unknown; choose one of {', '.join(AUGMENTS)}"
-        )
+    check_augment(augment)
     norm = Normalize(mean, std)
     if not train or augment == "none":
         return Compose(norm)
@@ -115,10 +122,7 @@ def build_mixup(
     timm ``Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5, label_smoothing)``; the batch
     size must be even (the train loader drops the last incomplete batch).
     """
-    if augment not in AUGMENTS:
-        raise ValueError(
-            f"augment={augment!r} is unknown; choose one of {', '.join(AUGMENTS)}"
-        )
+    check_augment(augment)
     if augment != "paper":
         return None
     from timm.data import Mixup

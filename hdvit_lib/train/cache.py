@@ -25,6 +25,7 @@ from filelock import FileLock
 from torch import nn
 
 from hdvit_lib import distributed as dist_
+from hdvit_lib.modes import resolve_device
 from hdvit_lib.presets import get_preset
 from hdvit_lib.train.checkpoint import atomic_save, atomic_write_bytes, load
 from hdvit_lib.train.history import History
@@ -192,7 +193,7 @@ def load_or_train(
     key = cache_key(config)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     entry = root / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', model_name)}-{config['dataset']}-{key[:16]}"
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     entry.mkdir(parents=True, exist_ok=True)
     # Every decision is rank 0's (broadcast), so that all ranks of a DDP job take the same path.
     if dist_.broadcast_object(not (entry / "done.json").exists()):
