@@ -355,8 +355,14 @@ def test_float16_training_scales_the_loss_and_resumes_exactly(tmp_path):
     """amp=float16 (the path of GPUs without bf16) trains with a GradScaler on the CPU too: it learns,
     its scale is checkpointed, and an interrupted run resumes to the same curve."""
     c = cfg(clip_grad=5.0)
-    ref = train(mlp(), loaders(), c, ckpt_dir=tmp_path / "a", progress=False, amp=torch.float16)
+    ref_model, ld0 = mlp(), loaders()
+    ref = train(ref_model, ld0, c, ckpt_dir=tmp_path / "a", progress=False, amp=torch.float16)
     assert ref.step_loss[-1] < ref.step_loss[0] - 0.1
+    # the test set is evaluated in the dtype the run trains in (float16 here, not the device's bf16)
+    from hdvit_lib.train.loop import evaluate
+
+    assert ref.test_loss[-1] == evaluate(ref_model, ld0.test, "cpu", amp=torch.float16)[0]
+    assert ref.test_loss[-1] != evaluate(ref_model, ld0.test, "cpu", amp=torch.bfloat16)[0]
     state = checkpoint.load(tmp_path / "a" / "last.pt")
     assert state["scaler"]["scale"] > 1  # a GradScaler ran
     fp32 = train(mlp(), loaders(), c, progress=False, amp=None)

@@ -88,22 +88,24 @@ def evaluate(
     model: nn.Module,
     loader,
     device: torch.device | str | None = None,
-    amp: bool | None = None,
+    amp: bool | torch.dtype | None = None,
     channels_last: bool = False,
 ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of ``model`` on ``loader``, in eval mode (restored after).
 
     Inside a process group the sums are added over ranks, so sharded loaders give the global
-    mean (and unsharded ones the same mean, computed N times).
+    mean (and unsharded ones the same mean, computed N times). ``amp``: autocast in that dtype, or
+    ``True`` in :func:`hdvit_lib.modes.amp_dtype`'s, ``False`` none, ``None`` on CUDA only (the
+    trainer passes the dtype it trains in).
     """
     device = torch.device(device) if device is not None else model_device(model)
     amp = device.type == "cuda" if amp is None else amp
-    dtype = amp_dtype(device)
+    dtype = amp if isinstance(amp, torch.dtype) else amp_dtype(device)
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     with eval_mode(model):
         for x, y in loader:
             x, y = _to(x, device, channels_last), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=dtype, enabled=amp):
+            with torch.autocast(device.type, dtype=dtype, enabled=amp is not False):
                 out = model(x)
             sums[0] += F.cross_entropy(out.float(), y, reduction="sum")
             sums[1] += (out.argmax(-1) == y).sum()
@@ -283,7 +285,7 @@ def train(
         bar.close()
         loss_sum, correct, count = dist_.all_reduce_sum(sums).tolist()
         test_loss, test_acc = (
-            evaluate(fwd, test_loader, device, amp=dtype is not None, channels_last=channels_last)
+            evaluate(fwd, test_loader, device, amp=dtype or False, channels_last=channels_last)
             if test_loader is not None else (math.nan, math.nan)
         )
         history.epoch.append(epoch)
