@@ -8,6 +8,7 @@ import torch
 
 from hdvit_lib.data import (
     MEAN_STD,
+    authors_mixup,
     build_mixup,
     build_transform,
     generate,
@@ -262,6 +263,28 @@ def test_mixup_soft_targets():
     assert (
         soft.min() >= 0.1 / 10 - 1e-6
     )  # label smoothing keeps every class above eps / C
+
+
+def test_mixup_is_the_authors_recipe():
+    # configs/cifar100_vit.yaml: mixup_alpha 1.0, cutmix_alpha 0.8, prob 1.0, smoothing 0.1
+    for mix in (build_mixup("paper", num_classes=10), authors_mixup(10)):
+        assert (mix.mixup_alpha, mix.cutmix_alpha, mix.mix_prob) == (1.0, 0.8, 1.0)
+        assert mix.label_smoothing == 0.1 and mix.mode == "batch"
+    assert authors_mixup(7, label_smoothing=0.0).num_classes == 7
+
+
+def test_mixup_with_a_fixed_lambda_matches_a_hand_computation():
+    lam, c, eps = 0.3, 5, 0.1
+    mix = authors_mixup(c)
+    mix._params_per_batch = lambda: (lam, False)  # fix the draw: plain mixup with weight lam
+    x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 4])
+    xm, soft = mix(x.clone(), y)
+    torch.testing.assert_close(xm, lam * x + (1 - lam) * x.flip(0))
+    smooth = torch.full((4, c), eps / c)
+    smooth[torch.arange(4), y] = 1 - eps + eps / c  # label smoothing 0.1
+    torch.testing.assert_close(soft, lam * smooth + (1 - lam) * smooth.flip(0))
+    torch.testing.assert_close(soft.sum(1), torch.ones(4))
+    assert soft[0, 3] == pytest.approx(eps / c)  # a class in neither image keeps eps / C
 
 
 def test_get_loaders_smoke_preset():

@@ -15,7 +15,14 @@ from .datasets import (
 )
 from .loaders import Loaders, get_loaders
 from .synthetic import generate, radial_power_spectrum, spectrum_slope
-from .transforms import AUGMENTS, MEAN_STD, build_mixup, build_transform, mean_std
+from .transforms import (
+    AUGMENTS,
+    MEAN_STD,
+    authors_mixup,
+    build_mixup,
+    build_transform,
+    mean_std,
+)
 
 __all__ = [
     "AUGMENTS",
@@ -23,6 +30,7 @@ __all__ = [
     "NAMES",
     "ImageDataset",
     "Loaders",
+    "authors_mixup",
     "balanced_indices",
     "build_mixup",
     "build_transform",

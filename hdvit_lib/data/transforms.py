@@ -5,8 +5,9 @@ Augmentation presets (the ``augment`` key of :mod:`hdvit_lib.presets`):
 - ``none``: normalise only.
 - ``crop_flip``: random 32x32 crop of the image zero-padded by 4 px, horizontal flip with p=1/2.
 - ``paper``: ``crop_flip`` + RandAugment (2 ops, magnitude 9, torchvision's tensor implementation)
-  per sample, then mixup (alpha 0.8) / cutmix (alpha 1.0) with label smoothing per batch
-  (timm ``Mixup``), as in Park & Kim (2022), Appendix A (DeiT-style recipe).
+  per sample, then mixup (alpha 1.0) / cutmix (alpha 0.8), one of them on every batch, with label
+  smoothing 0.1 (timm ``Mixup``), as in the authors' ``configs/cifar100_vit.yaml`` (Park & Kim
+  2022, Appendix A; note the alphas are the reverse of DeiT's 0.8 / 1.0).
 
 All per-sample work stays on tensors (no PIL round trip). The random draws use torch's global
 generator (in DataLoader workers, the per-worker seed that the loader's generator sets).
@@ -20,6 +21,14 @@ import torch
 import torch.nn.functional as F
 
 AUGMENTS = ("none", "crop_flip", "paper")
+
+# The authors' batch mixing, ``train.mixup`` of configs/cifar100_vit.yaml (xxxnell/how-do-vits-work,
+# branch ``transformer``): mixup_alpha 1.0, cutmix_alpha 0.8, prob 1.0 (timm's switch_prob default
+# 0.5 picks one of the two per batch), with ``train.smoothing: 0.1``.
+MIXUP_ALPHA = 1.0
+CUTMIX_ALPHA = 0.8
+MIX_PROB = 1.0
+LABEL_SMOOTHING = 0.1
 
 
 def check_augment(augment: str) -> None:
@@ -114,23 +123,31 @@ def build_transform(
     return Compose(RandomCropFlip(), RandAugmentFloat(), norm)
 
 
-def build_mixup(
-    augment: str, num_classes: int, label_smoothing: float = 0.1
-) -> Callable | None:
-    """Batch-level mixup/cutmix ``(x, y) -> (x, soft targets)`` for ``augment="paper"``, else None.
-
-    timm ``Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5, label_smoothing)``; the batch
-    size must be even (the train loader drops the last incomplete batch).
-    """
-    check_augment(augment)
-    if augment != "paper":
-        return None
+def authors_mixup(num_classes: int, label_smoothing: float = LABEL_SMOOTHING) -> Callable:
+    """The authors' batch-level mixup/cutmix ``(x, y) -> (mixed x, soft targets)``, whatever the
+    preset's augmentation: timm ``Mixup(mixup_alpha=MIXUP_ALPHA, cutmix_alpha=CUTMIX_ALPHA,
+    prob=MIX_PROB, switch_prob=0.5, label_smoothing)`` (configs/cifar100_vit.yaml). The batch size
+    must be even."""
     from timm.data import Mixup
 
     return Mixup(
-        mixup_alpha=0.8,
-        cutmix_alpha=1.0,
+        mixup_alpha=MIXUP_ALPHA,
+        cutmix_alpha=CUTMIX_ALPHA,
+        prob=MIX_PROB,
         switch_prob=0.5,
         label_smoothing=label_smoothing,
         num_classes=num_classes,
     )
+
+
+def build_mixup(
+    augment: str, num_classes: int, label_smoothing: float = LABEL_SMOOTHING
+) -> Callable | None:
+    """Batch-level mixup/cutmix ``(x, y) -> (x, soft targets)`` for ``augment="paper"``
+    (:func:`authors_mixup`: mixup alpha 1.0, cutmix alpha 0.8), else None. The batch size must be
+    even (the train loader drops the last incomplete batch).
+    """
+    check_augment(augment)
+    if augment != "paper":
+        return None
+    return authors_mixup(num_classes, label_smoothing)
