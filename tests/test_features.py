@@ -122,7 +122,7 @@ def test_outputs_match_a_hand_written_forward_and_metadata():
         assert got.shape == want.shape
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert feats.kinds == ["embed", "conv", "conv", "msa", "mlp", "pool", "head"]
-    assert list(feats.depth) == [i / 6 for i in range(7)]
+    assert list(feats.depth) == [i / 5 for i in range(7)]  # logits dropped: pool (last before head) at 1
     assert feats.subsamples == [False, False, True, False, False, True, False]
     assert torch.equal(feats.targets, torch.cat([b[1] for b in batches])[:10])
 

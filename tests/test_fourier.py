@@ -38,23 +38,42 @@ def _plane_wave(size: int, k: int, phase: float = 0.3) -> torch.Tensor:
     return torch.cos(2 * np.pi * k * (h[:, None] + h[None, :]) / size + phase)[None, None].float()
 
 
-@pytest.mark.parametrize("size", [8, 9, 16])
-def test_matches_the_official_definition(size):
+@pytest.mark.parametrize("size", [8, 9, 16, 32])
+def test_default_is_the_official_computation(size):
     x = torch.randn(3, 4, size, size, generator=torch.Generator().manual_seed(size))
     official = _official_numpy(x.numpy())
-    np.testing.assert_allclose(relative_log_amplitude(x, include_nyquist=False), official, atol=1e-5)
-    ours = relative_log_amplitude(x)  # towards the negative corner: same amplitudes (real input)
-    n = min(len(ours), len(official))
-    np.testing.assert_allclose(ours[:n], official[:n], atol=1e-5)
-    assert len(ours) == size // 2 + 1 and ours[0] == 0.0
-    np.testing.assert_allclose(frequencies(size), 2 * np.arange(size // 2 + 1) / size)
+    ours = relative_log_amplitude(x)
+    np.testing.assert_allclose(ours, official, atol=1e-5)
+    assert len(ours) == size - size // 2 and ours[0] == 0.0
+    np.testing.assert_allclose(frequencies(size), 2 * np.arange(size - size // 2) / size)
+    if size % 2 == 0:
+        assert frequencies(size)[-1] == pytest.approx(1 - 2 / size)  # plotted at "1.0 pi" officially
+    nyq = relative_log_amplitude(x, include_nyquist=True)  # towards the negative corner: same amplitudes
+    n = min(len(nyq), len(official))
+    np.testing.assert_allclose(nyq[:n], official[:n], atol=1e-5)
+    assert len(nyq) == size // 2 + 1
+    np.testing.assert_allclose(frequencies(size, include_nyquist=True), 2 * np.arange(size // 2 + 1) / size)
+
+
+def test_nyquist_bin_of_white_noise_is_biased_low_and_the_default_is_not():
+    # The Nyquist bin (pi, pi) of a real map is real-valued, the other diagonal bins are complex:
+    # E log|N(0, v)| - E log|complex normal of variance v| = -log(2) / 2 = -0.347. (Frequency 0
+    # is real too, so the flat level of the relative curve is +0.35; compare with bin 1.)
+    size = 32
+    x = torch.randn(128, 16, size, size, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    default = relative_log_amplitude(x)
+    nyq = relative_log_amplitude(x, include_nyquist=True)
+    level = default[1:].mean()  # sampling error per bin ~0.02 (complex) / 0.03 (real bins)
+    assert np.abs(default[1:] - level).max() < 0.1  # the official samples end at pi (1 - 2/H): no drop
+    np.testing.assert_allclose(nyq[:-1], default[: len(nyq) - 1])
+    assert abs(nyq[-1] - level - (-np.log(2) / 2)) < 0.1  # about -0.35
 
 
 @pytest.mark.parametrize("k", [1, 3, 5, 8])
 def test_diagonal_plane_wave_peaks_at_its_frequency(k):
     size = 16
-    curve = relative_log_amplitude(_plane_wave(size, k).repeat(2, 3, 1, 1))
-    freqs = frequencies(size)
+    curve = relative_log_amplitude(_plane_wave(size, k).repeat(2, 3, 1, 1), include_nyquist=True)
+    freqs = frequencies(size, include_nyquist=True)
     assert freqs[int(np.argmax(curve))] == pytest.approx(2 * k / size)  # k = 8 is the Nyquist pi
     others = np.delete(curve, [0, k])
     assert curve[k] - others.max() > 10  # the amplitude is ~1e-6 elsewhere (log ~ -14)
@@ -74,7 +93,7 @@ def test_low_pass_filter_lowers_the_high_frequencies():
     kernel = (kernel[:, None] * kernel[None, :] / 256).expand(8, 1, 5, 5)
     blurred = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (2,) * 4, mode="circular"), kernel, groups=8)
     a, b = relative_log_amplitude(x), relative_log_amplitude(blurred)
-    assert abs(a[-1]) < 0.5  # white noise: flat spectrum
+    assert abs(a[-1] - a[1]) < 0.5  # white noise: flat spectrum (bin 0 is real: a[1:] ~ +0.35)
     assert b[-1] < a[-1] - 5  # the binomial filter's response vanishes at pi
     # closed form: along the diagonal the 5-tap binomial filter multiplies |F| by cos(w/2)^8
     # (checked up to 5/8 pi; beyond, |F| nears the 1e-6 added before the log)
@@ -87,11 +106,13 @@ def test_fourier_analysis_on_toynet():
     feats = extract_features(toy.ToyNet(), toy.toy_batches(), use_cache=False)
     r = fourier_analysis(feats, model_name="toy")
     assert r.kinds == ["embed", "conv", "conv", "msa", "mlp"]  # vector outputs skipped
-    np.testing.assert_allclose(r.depth, np.arange(5) / 6)
+    # official normalisation: logits (the head) dropped, depth i / (L - 1) over the 6 blocks before it
+    np.testing.assert_allclose(r.depth, np.arange(5) / 5)
+    assert r.include_nyquist is False
     for i in range(5):
         np.testing.assert_allclose(r.curves[i], relative_log_amplitude(feats.outputs[i]))
         assert r.high_frequency[i] == r.curves[i][-1]
-    assert len(r.curves[0]) == 5 and len(r.curves[2]) == 3  # 8x8 then 4x4 maps
+    assert len(r.curves[0]) == 4 and len(r.curves[2]) == 2  # 8x8 then 4x4 maps: diag()[H//2:]
     assert np.isnan(r.high_frequency_delta[[0, 2]]).all()  # first block; resolution change
     np.testing.assert_allclose(r.high_frequency_delta[[1, 3, 4]], np.diff(r.high_frequency)[[0, 2, 3]])
     assert r.msa_lower_fraction == float(r.high_frequency_delta[3] < 0)

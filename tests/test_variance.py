@@ -79,7 +79,7 @@ def test_plot_variance_shades_msa_and_subsampling_and_has_a_model_menu():
     np.testing.assert_allclose(np.asarray(fig.data[0].y, dtype=float)[:5], r.variance[:5])
     # ToyNet: conv2 subsamples (blue), msa (grey), pool (blue): spans end at their depths
     spans = sorted((round(s.x1, 6), s.fillcolor) for s in fig.layout.shapes)
-    assert [x for x, _ in spans] == [round(d, 6) for d in (2 / 6, 3 / 6, 5 / 6)]
+    assert [x for x, _ in spans] == [round(d, 6) for d in (2 / 5, 3 / 5, 5 / 5)]
     assert "128" in spans[1][1]  # the MSA span is grey
     labels = [b.label for b in fig.layout.updatemenus[0].buttons]
     assert labels == ["all", "a", "b"]

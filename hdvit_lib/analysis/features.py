@@ -38,7 +38,11 @@ class Features:
     """Every block's output for the same ``n`` images.
 
     outputs[i]: (n, C, H, W) feature map, or (n, C) for blocks with layout "vector".
-    depth[i]: normalised depth i / (L - 1) in [0, 1] (the paper's x-axis in Figs 8 and 9).
+    depth[i]: normalised depth ``i / (L - 1)``, the paper's x-axis in Figs 8 and 9, where L counts
+        the blocks *before* the trailing classifier head(s) (kind "head", the logits): the
+        official ``fourier_analysis.ipynb`` and ``featuremap_variance.ipynb`` drop the logits
+        (``latents = latents[:-1]``) before normalising, so the embedding is at 0 and the last
+        block before the head at 1.0; the head itself lies beyond 1 (outside the plotted range).
     subsamples[i]: True where block i is a "pool" block or shrinks the previous block's spatial
         grid (strided conv, patch merging); plots shade these blue. The first block (the
         embedding) never counts, as in the official notebooks.
@@ -57,7 +61,7 @@ class Features:
 
     def __post_init__(self) -> None:
         n = len(self.outputs)
-        self.depth = np.arange(n) / max(n - 1, 1)
+        self.depth = np.arange(n) / max(n_before_head(self.kinds) - 1, 1)
         sizes = [o.shape[-2] if o.ndim == 4 else None for o in self.outputs]
         self.subsamples = [
             self.kinds[i] == "pool"
@@ -75,6 +79,14 @@ class Features:
     def is_map(self, i: int) -> bool:
         """True when block i's output is a spatial (B, C, H, W) feature map."""
         return self.outputs[i].ndim == 4
+
+
+def n_before_head(kinds: list[str]) -> int:
+    """The number of blocks before the trailing run of "head" blocks (the logits), at least 1."""
+    n = len(kinds)
+    while n > 1 and kinds[n - 1] == "head":
+        n -= 1
+    return n
 
 
 def get_blocks(model: nn.Module) -> list[Block]:

@@ -19,7 +19,8 @@ from hdvit_lib.analysis.result import Result
 
 @dataclass
 class VarianceResult(Result):
-    """Per block (in order): name, kind, normalised depth, variance, and ``delta`` = the change the
+    """Per block (in order): name, kind, normalised depth (``Features.depth``: the embedding at 0,
+    the last block before the head at 1, as the official notebook), variance, and ``delta`` = the change the
     block caused (its variance minus its input's; the first block is compared with the images).
     "vector" blocks (pooled features, logits) have no spatial variance: NaN.
     Summary: ``msa_reduce_fraction`` (MSA blocks with delta < 0) and
