@@ -84,9 +84,11 @@ def test_landscape_of_a_tiny_model_is_a_bowl_for_a_linear_model() -> None:
 
 
 def test_hessian_spectrum_matches_a_dense_hessian_with_weight_decay() -> None:
+    """The chapter's spectrum: soft targets, NLL + weight_decay * sum of per-tensor L2 norms."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))  # 43 parameters
-    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    x = torch.randn(16, 4)
+    y = torch.softmax(torch.randn(16, 3), -1)  # soft targets, as mixup makes them
     cfg = get_preset("cpu")  # 30 Lanczos steps: exhausts nothing, converges on 43 parameters
     s = L.hessian_spectrum(model, [(x, y)], cfg)
     names = [n for n, _ in model.named_parameters()]
@@ -99,7 +101,8 @@ def test_hessian_spectrum_matches_a_dense_hessian_with_weight_decay() -> None:
             parts[n] = w[i:i + sh.numel()].view(sh)
             i += sh.numel()
         out = torch.func.functional_call(model.double(), parts, (x.double(),))
-        return nn.functional.cross_entropy(out, y) + 0.5 * cfg["weight_decay"] * (w * w).sum()
+        nll = -(y.double() * out.log_softmax(-1)).sum(-1).mean()
+        return nll + cfg["weight_decay"] * sum(t.pow(2).sum().sqrt() for t in parts.values())
 
     ev = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, w0)).numpy()
     model.float()
@@ -293,8 +296,24 @@ def test_training_batches_are_fixed_augmented_and_seeded() -> None:
     b = L.training_batches(cfg, 2, 16, seed=0)
     c = L.training_batches(cfg, 2, 16, seed=1)
     assert [x.shape for x, _ in a] == [torch.Size([16, 3, 32, 32])] * 2
-    assert all(torch.equal(x, y) for (x, _), (y, _) in zip(a, b))
+    assert all(torch.equal(x, y) and torch.equal(s, t) for (x, s), (y, t) in zip(a, b))
     assert not torch.equal(a[0][0], c[0][0])
+    # the authors' protocol: soft targets from mixup/cutmix with label smoothing, rows summing to 1
+    t = a[0][1]
+    assert t.shape == (16, 10) and torch.allclose(t.sum(1), torch.ones(16))
+    assert float(t.min()) >= 0.1 / 10 - 1e-6 and float(t.max()) < 1.0
+    clean = L.training_batches(cfg, 2, 16, seed=0, mix=False)
+    assert clean[0][1].dtype == torch.long and clean[0][1].shape == (16,)
+    # a mixed batch is lam * x + (1 - lam) * x.flip(0) (mixup) or a pasted box (cutmix) of the clean one
+    for (x0, y0), (xm, tm) in zip(clean, a):
+        i = int(torch.nonzero(y0 != y0.flip(0))[0])  # an image whose partner has another label
+        lam = (float(tm[i, y0[i]]) - 0.01) / 0.9  # t = lam * (0.91 on y_i) + (1 - lam) * (0.01 on y_i)
+        mixup = lam * x0 + (1 - lam) * x0.flip(0)
+        pasted = ~torch.isclose(xm, x0) & torch.isclose(xm, x0.flip(0))
+        if torch.allclose(xm, mixup, atol=1e-5):
+            continue
+        assert torch.all(torch.isclose(xm, x0) | pasted)  # cutmix: every pixel from the image or its partner
+        assert float(pasted[:, 0].float().mean()) == pytest.approx(1 - lam, abs=0.02)
     assert len(L.training_batches(cfg, 10, 16, seed=0)) == 3  # only 48 images
     from hdvit_lib.data import get_loaders
 
@@ -357,5 +376,5 @@ def test_fit_points_reads_settings_from_the_cache_config() -> None:
     assert np.isnan(fit.window[0]) and fit.window[1] == 3.0
     np.testing.assert_allclose(fit.error_test, [0.4, 0.3])
     np.testing.assert_array_equal(fit.patch_size, [4.0, 4.0])
-    batches = L.training_batches(cfg, 1, 32, 0)
+    batches = L.training_batches(cfg, 1, 32, 0, mix=False)  # the labels, as fit_points reads them
     assert fit.nll_train[0] == pytest.approx(L.train_nll(runs["global"].model, batches), rel=1e-6)

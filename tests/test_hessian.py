@@ -62,28 +62,37 @@ def make(name: str, seed: int = 0) -> tuple[nn.Module, tuple[torch.Tensor, torch
     return TinyAttention(), (torch.randn(5, 4, 3), torch.randint(0, 3, (5,)))
 
 
-def dense_hessian(model: nn.Module, batch, weight_decay: float = 0.0) -> np.ndarray:
-    """Reference: float64 copy in eval mode, standard functional_call, dense Hessian."""
+def dense_hessian(model: nn.Module, batch, weight_decay: float = 0.0, penalty: str = "authors") -> np.ndarray:
+    """Reference: float64 copy in eval mode, standard functional_call, dense Hessian. The L2 term:
+    ``penalty="authors"``: ``weight_decay * sum over tensors of sqrt(sum w^2)`` (ops/norm.py l2),
+    ``"squared"``: ``weight_decay / 2 * w.w``; ``y``: labels or soft targets (B, C)."""
     m = copy.deepcopy(model).double().eval()
     names = [n for n, _ in m.named_parameters()]
     shapes = [p.shape for _, p in m.named_parameters()]
     w = torch.cat([p.detach().reshape(-1) for p in m.parameters()])
     x, y = batch[0].double(), batch[1]
+    y = y.double() if y.ndim == 2 else y
+    zero = {n for n, p in m.named_parameters() if not p.detach().any()}
 
     def loss(w: torch.Tensor) -> torch.Tensor:
         d, i = {}, 0
         for n, s in zip(names, shapes):
             d[n] = w[i : i + s.numel()].view(s)
             i += s.numel()
-        return nn.functional.cross_entropy(functional_call(m, d, (x,)), y) + 0.5 * weight_decay * (w * w).sum()
+        out = functional_call(m, d, (x,))
+        nll = -(y * out.log_softmax(-1)).sum(-1).mean() if y.ndim == 2 else nn.functional.cross_entropy(out, y)
+        if penalty == "squared":
+            return nll + 0.5 * weight_decay * (w * w).sum()
+        # ||w_k|| has no Hessian at w_k = 0 (zero-initialised biases): those tensors add no curvature
+        return nll + weight_decay * sum(torch.sqrt((t * t).sum()) for n, t in d.items() if n not in zero)
 
     with sdpa_kernel([SDPBackend.MATH]):  # the fused CPU kernel has no double backward
         return torch.autograd.functional.hessian(loss, w).numpy()
 
 
-def dense_eigenvalues(model: nn.Module, batch, weight_decay: float = 0.0) -> np.ndarray:
+def dense_eigenvalues(model: nn.Module, batch, weight_decay: float = 0.0, penalty: str = "authors") -> np.ndarray:
     """Eigenvalues of the dense reference Hessian, sorted by magnitude."""
-    ev = np.linalg.eigvalsh(dense_hessian(model, batch, weight_decay))
+    ev = np.linalg.eigvalsh(dense_hessian(model, batch, weight_decay, penalty))
     return ev[np.argsort(-np.abs(ev))]
 
 
@@ -139,9 +148,33 @@ def test_quadratic_known_spectrum(method: str) -> None:
     tol = 1e-10 if method == "power" else 1e-8
     vals = top_eigenvalues(model, batch, k=5, method=method, criterion=crit, tol=tol, max_iter=5000)
     np.testing.assert_allclose(vals, [-10.0, 6.0, -4.0, 3.0, 2.5], rtol=1e-6)
-    # the L2 term adds weight_decay * I
-    vals = top_eigenvalues(model, batch, k=3, method=method, criterion=crit, tol=tol, max_iter=5000, weight_decay=0.2)
+    # the squared L2 term adds weight_decay * I
+    vals = top_eigenvalues(model, batch, k=3, method=method, criterion=crit, tol=tol, max_iter=5000, weight_decay=0.2,
+                           penalty="squared")
     np.testing.assert_allclose(vals, [-9.8, 6.2, -3.8], rtol=1e-6)
+    # the authors' L2 term, weight_decay * ||w||, adds weight_decay * (I - u u^T) / ||w||, u = w / ||w||
+    w = model.w.detach()
+    u = w / w.norm()
+    ref = model.A + 0.2 * (torch.eye(len(w), dtype=w.dtype) - torch.outer(u, u)) / w.norm()
+    ev = np.linalg.eigvalsh(ref.numpy())
+    vals = top_eigenvalues(model, batch, k=3, method=method, criterion=crit, tol=tol, max_iter=5000, weight_decay=0.2)
+    np.testing.assert_allclose(vals, ev[np.argsort(-np.abs(ev))][:3], rtol=1e-6)
+
+
+def test_soft_targets_and_the_authors_penalty_match_a_dense_hessian() -> None:
+    """The landscape's loss (soft-target NLL + weight_decay * sum_k ||w_k||) on a mixed batch."""
+    model, (x, y) = make("attention")
+    lam = 0.7
+    t = nn.functional.one_hot(y, 3).double() * 0.9 + 0.1 / 3  # label smoothing 0.1
+    soft = lam * t + (1 - lam) * t.flip(0)
+    mixed = (lam * x + (1 - lam) * x.flip(0), soft.float())
+    ref = dense_eigenvalues(model, (mixed[0], soft), weight_decay=0.05)
+    vals = top_eigenvalues(model, mixed, k=3, method="lanczos", tol=1e-7, max_iter=200, weight_decay=0.05)
+    assert_close_rel(vals, ref[:3])
+    squared = top_eigenvalues(model, mixed, k=3, method="lanczos", tol=1e-7, max_iter=200, weight_decay=0.05,
+                              penalty="squared")
+    assert_close_rel(squared, dense_eigenvalues(model, (mixed[0], soft), 0.05, "squared")[:3])
+    assert not np.allclose(vals, squared, rtol=1e-4)
 
 
 def test_hvp_matches_dense_and_backends_agree() -> None:

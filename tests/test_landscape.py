@@ -77,24 +77,66 @@ def direct_loss(model: nn.Module, batches) -> tuple[float, float]:
     return float(sum(losses)) / n, float(sum(correct)) / n
 
 
-def test_direction_norms_filter_and_official() -> None:
-    model = make("vit")
-    d = random_direction(model, seed=1)
-    d_off = random_direction(model, seed=1, norm="official")
+def authors_direction(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """Transcription of the official ops/loss_landscapes.py: ``normalize_filter`` (norms over dim 0,
+    + 1e-7), then ``ignore_bn`` (1-D tensors -> 0) and ``ignore_kw(["pos_embed", "relative_position"])``
+    (re.search on the name -> 0); drawn from the same Gaussian stream as the library (one randn per
+    trainable tensor, in order)."""
+    import re
+
+    g = torch.Generator().manual_seed(seed)
+    out = {}
     for name, w in model.named_parameters():
-        if w.dim() < 2 or name in ("cls_token", "pos_embed"):
-            assert torch.count_nonzero(d[name]) == 0 and torch.count_nonzero(d_off[name]) == 0
+        d = torch.randn(w.shape, generator=g, dtype=torch.float64)
+        w = w.detach().double()
+        d = torch.norm(w, dim=0, keepdim=True) / (torch.norm(d, dim=0, keepdim=True) + 1e-7) * d
+        if len(d.size()) < 2 or any(re.search(kw, name) for kw in ["pos_embed", "relative_position"]):
+            d = torch.zeros_like(d)
+        out[name] = d.float()
+    return out
+
+
+def test_direction_norms_official_by_default_and_filter() -> None:
+    model = make("vit")
+    d_off = random_direction(model, seed=1)  # the authors' normalisation is the default
+    d_li = random_direction(model, seed=1, norm="filter")
+    want = authors_direction(model, seed=1)
+    assert torch.count_nonzero(d_off["cls_token"]) > 0  # the authors move the class token
+    for name, w in model.named_parameters():
+        torch.testing.assert_close(d_off[name], want[name], rtol=1e-6, atol=1e-8)
+        if w.dim() < 2 or name == "pos_embed":
+            assert torch.count_nonzero(d_li[name]) == 0
             continue
         dims = tuple(range(1, w.dim()))
         vn = torch.linalg.vector_norm
-        torch.testing.assert_close(vn(d[name], dim=dims), vn(w.detach(), dim=dims), rtol=1e-5, atol=1e-7)
-        torch.testing.assert_close(d_off[name].norm(dim=0), w.detach().norm(dim=0), rtol=1e-5, atol=1e-7)
-        assert not torch.allclose(d[name], d_off[name])
+        torch.testing.assert_close(vn(d_li[name], dim=dims), vn(w.detach(), dim=dims), rtol=1e-5, atol=1e-7)
+        if w.shape[0] > 1:
+            assert not torch.allclose(d_li[name], d_off[name])
     d2 = random_direction(model, seed=2)
-    assert not torch.allclose(d["head.weight"], d2["head.weight"])
-    torch.testing.assert_close(d["head.weight"], random_direction(model, seed=1)["head.weight"])
+    assert not torch.allclose(d_off["head.weight"], d2["head.weight"])
     with pytest.raises(ValueError, match="filter"):
         random_direction(model, norm="layer")
+
+
+def test_centre_is_soft_target_nll_plus_authors_l2_on_a_mixed_batch() -> None:
+    """The landscape's loss at the centre (Park & Kim's losslandscape.ipynb): SoftTargetCrossEntropy
+    on a mixed, label-smoothed batch + 0.05 * sum over parameters of their (unsquared) L2 norms."""
+    model = make("resnet")
+    x, y = data(1, 8)[0]
+    lam = 0.6
+    t = nn.functional.one_hot(y, 3).float() * 0.9 + 0.1 / 3
+    xm, tm = lam * x + (1 - lam) * x.flip(0), lam * t + (1 - lam) * t.flip(0)
+    ls = loss_landscape(model, [(xm, tm)], n_points=3, span=0.5, weight_decay=0.05, progress=False)
+    m = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        logits = m(xm)
+        nll = float(-(tm * torch.log(torch.softmax(logits, 1))).sum(1).mean())
+        l2 = float(sum(torch.norm(p) for p in m.parameters()))
+        acc = float((logits.argmax(1) == tm.argmax(1)).float().mean())
+    assert ls.nll[1, 1] == pytest.approx(nll, rel=1e-5)
+    assert ls.loss[1, 1] == pytest.approx(nll + 0.05 * l2, rel=1e-5)
+    assert ls.accuracy[1, 1] == pytest.approx(acc)
+    assert ls.norm == "official" and ls.penalty == "authors"
 
 
 @pytest.mark.parametrize("name", ["vit", "resnet"])

@@ -1,10 +1,17 @@
 """Hessian eigenvalues of the training loss (Park & Kim 2022, Sec. 2.2, Fig. 1c and Fig. 4).
 
 The paper measures, for each of many mini-batches (batch 16, 10% of the training set), the top-5
-eigenvalues of the Hessian ``H = d^2 L / dw^2`` of the training loss with L2 regularisation,
-``L(w) = criterion(f(x; w), y) + weight_decay / 2 * ||w||^2``, by deflated power iteration
-(PyHessian, Yao et al. 2020), and plots their density: ViTs have many small and *negative*
-eigenvalues (a non-convex landscape), ResNets large positive ones.
+eigenvalues of the Hessian ``H = d^2 L / dw^2`` of the training loss "NLL + L2" by deflated power
+iteration (PyHessian, Yao et al. 2020), and plots their density: ViTs have many small and *negative*
+eigenvalues (a non-convex landscape), ResNets large positive ones. The loss is the one the loss
+landscape plots (:mod:`hdvit_lib.analysis.objective`, one definition for both):
+``L(w) = CE(f(x; w), t) + weight_decay * sum_k ||w_k||_2`` with ``t`` the soft targets of the
+authors' training pipeline (``experiments.landscape.training_batches``: augmented, Mixup/CutMix,
+label smoothing 0.1). The paper states batch size, top-5, 10% of the training set and power
+iteration; it leaves open whether the L2 term enters the Hessian and in which form, and which
+batches (augmented or not): we use the landscape's loss and batches so that Figs. 1 and 4 measure
+one function. A tensor whose norm is 0 at the point (zero-initialised biases at "init") adds no
+curvature: ``||w_k||`` has no Hessian there.
 
 Hessian-vector products ``Hv`` use ``torch.func`` (forward-over-reverse: ``jvp`` of ``grad``),
 vmapped over several stacked mini-batches when the model allows it, or double backward
@@ -34,6 +41,7 @@ from torch import nn
 from torch.func import grad, jvp, vmap
 from tqdm.auto import tqdm
 
+from hdvit_lib.analysis.objective import PENALTIES, l2_penalty, soft_cross_entropy
 from hdvit_lib.analysis.result import Result
 from hdvit_lib.distributed import (
     gather_shards,
@@ -123,7 +131,7 @@ def functional_forward(model: nn.Module, params: dict[str, torch.Tensor], x: tor
 
 
 def _default_criterion(criterion: Callable | None) -> Callable:
-    return nn.CrossEntropyLoss() if criterion is None else criterion
+    return soft_cross_entropy if criterion is None else criterion
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -149,15 +157,21 @@ class HVPOperator:
         criterion: Callable | None = None,
         weight_decay: float = 0.0,
         backend: str = "auto",
+        penalty: str = "authors",
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
+        if penalty not in PENALTIES:
+            raise ValueError(f"penalty={penalty!r} is not one of {', '.join(PENALTIES)}")
         self.model = model
         self.flat = FlatParams(model)
         dev = self.flat.w.device
         self.batches = [(x.to(dev), y.to(dev)) for x, y in batches]
         self.criterion = _default_criterion(criterion)
         self.weight_decay = float(weight_decay)
+        self.penalty = penalty
+        # tensors with a nonzero norm here: ||w_k|| has no Hessian at w_k = 0 (authors' penalty)
+        self._penalised = [penalty == "squared" or bool(t.norm() > 0) for t in self.flat.w.split(self.flat.sizes)]
         same = len({(tuple(x.shape), tuple(y.shape)) for x, y in self.batches}) == 1
         if backend == "auto":
             stacked = ["vmap"] if same and len(self.batches) > 1 else []
@@ -178,11 +192,13 @@ class HVPOperator:
         return self.flat.w.numel()
 
     def loss(self, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The loss at flat weights ``w``: ``criterion(f(x; w), y) + weight_decay / 2 * ||w||^2``."""
+        """The loss at flat weights ``w``: ``criterion(f(x; w), y) + weight_decay * l2_penalty(w, penalty)``
+        (:func:`hdvit_lib.analysis.objective.training_loss`)."""
         out = functional_forward(self.model, self.flat.unflatten(w), x)
         loss = self.criterion(out, y)
         if self.weight_decay:
-            loss = loss + 0.5 * self.weight_decay * (w * w).sum()
+            tensors = [t for t, on in zip(w.split(self.flat.sizes), self._penalised) if on]
+            loss = loss + self.weight_decay * l2_penalty(tensors, self.penalty)
         return loss
 
     def _hvp_func(self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -235,16 +251,18 @@ def hvp(
     criterion: Callable | None = None,
     weight_decay: float = 0.0,
     backend: str = "auto",
+    penalty: str = "authors",
 ) -> torch.Tensor:
     """Hessian-vector product ``H v`` of the mini-batch training loss w.r.t. all trainable parameters.
 
-    ``L(w) = criterion(model(x; w), y) + weight_decay / 2 * ||w||^2`` (Park & Kim 2022, Sec. 2.2 use the
-    training loss with L2); ``v`` and the result are flat vectors in the order of
+    ``L(w) = criterion(model(x; w), y) + weight_decay * sum_k ||w_k||`` (Park & Kim 2022, Sec. 2.2:
+    "NLL + L2"; ``penalty="squared"``: ``weight_decay / 2 * ||w||^2``); ``y``: class indices or soft
+    targets (default criterion: soft-target cross-entropy); ``v`` and the result are flat vectors in the order of
     ``model.named_parameters()`` (trainable ones). Computed in :func:`analysis_mode` (BatchNorm in
     eval mode, dropout/DropPath off; restored afterwards). backend: see :class:`HVPOperator`.
     """
     with analysis_mode(model):
-        op = HVPOperator(model, [batch], criterion, weight_decay, backend)
+        op = HVPOperator(model, [batch], criterion, weight_decay, backend, penalty)
         return op(v.reshape(1, -1).to(op.flat.w))[0]
 
 
@@ -377,10 +395,12 @@ def top_eigenvalues(
     seed: int = 0,
     backend: str = "auto",
     return_info: bool = False,
+    penalty: str = "authors",
 ) -> np.ndarray | tuple[np.ndarray, dict[str, Any]]:
     """The ``k`` Hessian eigenvalues of largest magnitude on one mini-batch (Park & Kim 2022, Fig. 4).
 
-    Loss: ``criterion(model(x), y) + weight_decay / 2 * ||w||^2`` (default criterion: cross-entropy),
+    Loss: ``criterion(model(x), y) + weight_decay * l2_penalty(w, penalty)`` (default criterion:
+    soft-target cross-entropy; :mod:`~hdvit_lib.analysis.objective`),
     in :func:`analysis_mode` (BatchNorm eval, dropout off; restored). Negative eigenvalues keep their
     sign; the result is sorted by magnitude, largest first.
 
@@ -391,7 +411,7 @@ def top_eigenvalues(
     eigenvalue.) With ``return_info=True`` also returns ``{"n_hvp", "converged", "backend"}``.
     """
     with analysis_mode(model):
-        op = HVPOperator(model, [batch], criterion, weight_decay, backend)
+        op = HVPOperator(model, [batch], criterion, weight_decay, backend, penalty)
         res = _solve(op, method, k, tol, max_iter, [seed])
     vals = res["eigenvalues"][0]
     if return_info:
@@ -413,6 +433,7 @@ class HessianSpectrum(Result):
     batch_size: int = 0
     n_batches: int = 0
     weight_decay: float = 0.0
+    penalty: str = "authors"
     bn_mode: str = "eval"
     seed: int = 0
     tol: float = 1e-3
@@ -451,11 +472,13 @@ def spectrum(
     name: str = "",
     progress: bool = True,
     distributed: bool | str = "auto",
+    penalty: str = "authors",
 ) -> HessianSpectrum:
     """Top-``k`` Hessian eigenvalues on each of ``n_batches`` mini-batches (Park & Kim 2022, Fig. 1c, Fig. 4).
 
-    The paper: top-5 per mini-batch of 16, over 10% of the training set, loss with L2
-    (``weight_decay / 2 * ||w||^2``), by power iteration. ``stack`` mini-batches of equal shape are solved
+    The paper: top-5 per mini-batch of 16, over 10% of the training set, by power iteration; the
+    loss: :func:`top_eigenvalues` (NLL + ``weight_decay * sum_k ||w_k||`` by default, the
+    landscape's loss). ``stack`` mini-batches of equal shape are solved
     together: their HVPs run in one vmapped call (a block iteration over independent Hessians), falling
     back to a loop where vmap fails. Mini-batch ``i`` draws its start vectors from ``seed + i``, so
     its eigenvalues do not depend on ``stack`` or on the number of processes. BatchNorm in eval mode,
@@ -485,7 +508,7 @@ def spectrum(
             while (len(group) < stack and j + len(group) < len(mine)
                    and _same_shape(batches[mine[j + len(group)]], batches[group[0]])):
                 group.append(mine[j + len(group)])
-            op = HVPOperator(model, [batches[i] for i in group], criterion, weight_decay, backend)
+            op = HVPOperator(model, [batches[i] for i in group], criterion, weight_decay, backend, penalty)
             res = _solve(op, method, k, tol, max_iter, [seed + i for i in group])
             for r in range(len(group)):
                 local.append((res["eigenvalues"][r], int(res["n_hvp"][r]), bool(res["converged"][r]), op.backend or ""))
@@ -502,6 +525,7 @@ def spectrum(
         batch_size=int(batches[0][0].shape[0]),
         n_batches=n_batches,
         weight_decay=float(weight_decay),
+        penalty=penalty,
         bn_mode="eval",
         seed=seed,
         tol=tol,

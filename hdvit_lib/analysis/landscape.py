@@ -1,10 +1,16 @@
-"""Loss landscapes along filter-normalised random directions (Park & Kim 2022, Sec. 2.2, Fig. 1b, Fig. 5).
+"""Loss landscapes along random directions scaled to the weights (Park & Kim 2022, Sec. 2.2, Fig. 1a, Fig. 5).
 
 The paper visualises ``L(w* + a d1 + b d2)`` on a 2-D grid around the trained weights ``w*``,
-with ``d1, d2`` random Gaussian directions normalised filter by filter (Li et al. 2018, "Visualizing
-the Loss Landscape of Neural Nets"), and plots the NLL plus the L2 term of the training loss as the
-official code computes it: ``NLL + weight_decay * sum_k ||w_k||_2``, a sum of per-tensor L2 norms
-(not squared; the official code uses 0.05, the ViT weight decay).
+with ``d1, d2`` random Gaussian directions scaled to the weights, and plots the training loss as the
+official code (``ops/loss_landscapes.py``, ``losslandscape.ipynb``) computes it: soft-target NLL on
+augmented, Mixup/CutMix-ed training images with label smoothing 0.1, plus
+``weight_decay * sum_k ||w_k||_2`` (not squared; 0.05) -- :mod:`hdvit_lib.analysis.objective`.
+
+Two direction normalisations: the authors' ``normalize_filter`` (``norm="official"``, the
+default) divides by norms over dim 0 -- across filters, one norm per input position -- while Li et
+al. 2018 ("Visualizing the Loss Landscape of Neural Nets", ``norm="filter"``) use one norm per
+output filter. Both zero the direction of 1-D tensors (biases, norm scales) and of tensors whose
+name contains ``pos_embed`` or ``relative_position`` (the authors' ``kws``); the class token moves.
 
 The grid is evaluated without copying the model: weights of several grid points are stacked and
 run in one ``torch.func.vmap`` over ``functional_forward`` (chunked to bound memory), with a loop
@@ -26,6 +32,12 @@ from torch.func import vmap
 from tqdm.auto import tqdm
 
 from hdvit_lib.analysis.hessian import FlatParams, analysis_mode, functional_forward
+from hdvit_lib.analysis.objective import (
+    PENALTIES,
+    hard_labels,
+    l2_penalty,
+    soft_cross_entropy,
+)
 from hdvit_lib.analysis.result import Result
 from hdvit_lib.distributed import (
     gather,
@@ -39,24 +51,27 @@ from hdvit_lib.modes import amp_dtype
 
 NORMS = ("filter", "official")
 BACKENDS = ("auto", "vmap", "loop")
-ZERO_KEYS = ("pos_embed", "cls_token", "dist_token")
+ZERO_KEYS = ("pos_embed", "relative_position")  # losslandscape.ipynb: kws=["pos_embed", "relative_position"]
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def random_direction(
     model: nn.Module,
     seed: int = 0,
-    norm: str = "filter",
+    norm: str = "official",
     zero_keys: Sequence[str] = ZERO_KEYS,
 ) -> dict[str, torch.Tensor]:
-    """A random direction in weight space, normalised to the scale of the weights (Li et al. 2018).
+    """A random direction in weight space, normalised to the scale of the weights.
 
     For every trainable tensor ``w`` a Gaussian ``d`` of the same shape, rescaled
-    ``norm="filter"`` (Li et al.): per output filter ``i`` (index 0), ``d_i <- d_i / ||d_i|| * ||w_i||``;
-    ``norm="official"`` (the paper's code): ``d <- d / ||d||_dim0 * ||w||_dim0``, norms taken over
-    dim 0 (across filters, one per input position). Tensors with fewer than 2 dimensions (biases,
-    norm scales) and tensors whose name contains one of ``zero_keys`` (positional embeddings, class
-    tokens) get a zero direction. Buffers (BatchNorm statistics) are never moved.
+    ``norm="official"`` (Park & Kim's ``normalize_filter``, the default):
+    ``d <- d / (||d||_dim0 + 1e-7) * ||w||_dim0``, norms taken over dim 0 (across filters, one per
+    input position; a (1, 1, C) class token is rescaled element by element);
+    ``norm="filter"`` (Li et al. 2018): per output filter ``i`` (index 0),
+    ``d_i <- d_i / ||d_i|| * ||w_i||``. Tensors with fewer than 2 dimensions (biases, norm scales)
+    and tensors whose name contains one of ``zero_keys`` (positional embeddings, relative-position
+    tables) get a zero direction. Buffers (BatchNorm statistics) are never moved (the authors' code
+    zeroes their direction too).
     Returns ``{parameter name: direction}``.
     """
     if norm not in NORMS:
@@ -78,7 +93,7 @@ def random_direction(
         else:
             wn = w.double().norm(dim=0, keepdim=True)
             dn = d.norm(dim=0, keepdim=True)
-        out[name] = (d / (dn + 1e-10) * wn).to(w.dtype)
+        out[name] = (d / (dn + 1e-7) * wn).to(w.dtype)
     return out
 
 
@@ -90,14 +105,15 @@ class Landscape(Result):
     b: np.ndarray  # (n,) coordinates along d2
     nll: np.ndarray  # (n, n) mean criterion (NLL) over the fixed images
     loss: np.ndarray  # (n, n) nll + weight_decay * l2_norms (what the paper plots)
-    l2_norms: np.ndarray  # (n, n) sum of per-tensor L2 norms of the weights
+    l2_norms: np.ndarray  # (n, n) the L2 term: sum of per-tensor L2 norms (penalty "authors")
     accuracy: np.ndarray  # (n, n) top-1 accuracy
     model: str = ""
     n_points: int = 21
     span: float = 1.0
     seed: int = 0
     weight_decay: float = 0.05
-    norm: str = "filter"
+    norm: str = "official"
+    penalty: str = "authors"
     n_images: int = 0
     backend: str = ""
     seconds: float = 0.0
@@ -126,7 +142,7 @@ def _grid_eval(
         logits = logits.float()
         losses = torch.stack([criterion(lg, y) for lg in logits])  # mean over the batch
         nll += losses.double().cpu() * len(y)
-        correct += (logits.argmax(-1) == y).sum(-1).double().cpu()
+        correct += (logits.argmax(-1) == hard_labels(y)).sum(-1).double().cpu()
     return nll, correct
 
 
@@ -137,7 +153,7 @@ def loss_landscape(
     span: float = 1.0,
     seed: int = 0,
     weight_decay: float = 0.05,
-    norm: str = "filter",
+    norm: str = "official",
     criterion: Callable | None = None,
     chunk: int = 16,
     backend: str = "auto",
@@ -146,12 +162,15 @@ def loss_landscape(
     progress: bool = True,
     distributed: bool | str = "auto",
     amp: bool = False,
+    penalty: str = "authors",
 ) -> Landscape:
-    """The loss surface around the current weights (Park & Kim 2022, Fig. 1b; Li et al. 2018).
+    """The loss surface around the current weights (Park & Kim 2022, Fig. 1a; Li et al. 2018).
 
     ``L(a, b) = NLL(w* + a d1 + b d2) + weight_decay * sum_k ||w_k + a d1_k + b d2_k||_2`` on the
     grid ``a, b in linspace(-span, span, n_points)``, over the fixed ``batches`` (all images
-    averaged), with ``d1, d2 = random_direction(model, seed), random_direction(model, seed + 1)``.
+    averaged; targets: class indices or the soft targets of mixup, as the authors' batches carry),
+    with ``d1, d2 = random_direction(model, seed, norm), random_direction(model, seed + 1, norm)``.
+    ``penalty="squared"``: ``weight_decay / 2 * ||w||^2`` instead (:mod:`~hdvit_lib.analysis.objective`).
     The model runs in eval mode (:func:`~hdvit_lib.analysis.hessian.analysis_mode`; restored).
 
     backend: ``"vmap"`` evaluates ``chunk`` grid points in one vmapped call over stacked weights;
@@ -171,10 +190,12 @@ def loss_landscape(
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
+    if penalty not in PENALTIES:
+        raise ValueError(f"penalty={penalty!r} is not one of {', '.join(PENALTIES)}")
     if n_points < 1 or chunk < 1:
         raise ValueError(f"n_points={n_points} and chunk={chunk} must be >= 1")
     sharded = use_sharding(distributed)
-    criterion = nn.CrossEntropyLoss() if criterion is None else criterion
+    criterion = soft_cross_entropy if criterion is None else criterion
     flat = FlatParams(model)
     dev = flat.w.device
     batches = [(x.to(dev), y.to(dev)) for x, y in batches]
@@ -196,7 +217,7 @@ def loss_landscape(
         desc = f"loss landscape (rank 0 of {world_size()})" if sharded else "loss landscape"
         for s in tqdm(range(0, len(ab), chunk), desc=desc, disable=not progress or not is_main()):
             W = flat.w + ab[s : s + chunk] @ D  # (G, P)
-            l2[s : s + chunk] = torch.stack([t.norm(dim=1) for t in W.split(flat.sizes, 1)], 1).sum(1).double().cpu()
+            l2[s : s + chunk] = l2_penalty(W.split(flat.sizes, 1), penalty).double().cpu()
             if used is None:
                 try:
                     nll[s : s + chunk], correct[s : s + chunk] = _grid_eval(model, flat, W, batches, criterion, "vmap", amp)
@@ -228,6 +249,7 @@ def loss_landscape(
         seed=seed,
         weight_decay=float(weight_decay),
         norm=norm,
+        penalty=penalty,
         n_images=n_images,
         backend=used or "",
         seconds=time.perf_counter() - t0,

@@ -520,7 +520,7 @@ def hessian_spectra(trained: Mapping[str, Any], batches: Batches, cfg: Mapping[s
     """Fig. 12c: the spectrum of every zoo model (``Trained``) at snapshot ``tag`` (default the end
     of warm-up, as chapter 04 measures Fig. 4), with chapter 04's protocol
     (``hdvit_lib.experiments.landscape.hessian_spectrum``: top-``hessian_k`` eigenvalues per
-    mini-batch by Lanczos, BatchNorm in eval mode, loss NLL + ``weight_decay / 2 * ||w||^2``).
+    mini-batch by Lanczos, BatchNorm in eval mode, the landscape's loss NLL + ``weight_decay * sum_k ||w_k||``).
     The authors' checkpoints have no warm-up snapshot: for a ``tag`` other than ``final`` those
     models are trained here (``common.with_snapshots``)."""
     from hdvit_lib.experiments.common import with_snapshots

@@ -1,6 +1,6 @@
 """Orchestration of the loss-landscape chapters (Park & Kim 2022, Sec. 2).
 
-- ``notebooks/01_loss_landscape``: Fig. 1: filter-normalised loss landscapes of a ResNet and a ViT,
+- ``notebooks/01_loss_landscape``: Fig. 1: loss landscapes (the authors' and Li et al.'s direction scaling) of a ResNet and a ViT,
   their Hessian max-eigenvalue spectra at initialisation, end of warm-up and later, and the
   optimisation trajectories in polar coordinates (a panel the authors later retracted).
 - ``notebooks/04_hessian_spectra``: Fig. 4: spectra at the end of warm-up of ResNet, ViT and a ViT
@@ -150,22 +150,40 @@ def model_at(trained: Any, tag: int | str) -> nn.Module:
 
 
 def training_batches(cfg: dict[str, Any], n_batches: int, batch_size: int, seed: int = 0,
-                     data_fraction: float = 1.0) -> Batches:
-    """``n_batches`` fixed mini-batches of ``batch_size`` *augmented* training images (the training
-    loss's data, as the paper's Hessian and landscape use), normalised as in training; the same
-    ``seed`` gives the same images and augmentations. Fewer if the training set is smaller."""
+                     data_fraction: float = 1.0, mix: bool = True) -> Batches:
+    """``n_batches`` fixed mini-batches of ``batch_size`` *augmented* training images, normalised as in
+    training: the data of the training loss that the paper's landscape and Hessian measure.
+
+    ``mix=True`` (the authors' protocol, ``losslandscape.ipynb``): each batch is passed through the
+    authors' Mixup/CutMix with label smoothing (:func:`hdvit_lib.data.transforms.authors_mixup`), so
+    the targets are soft (B, C); mixing is drawn from ``seed`` (numpy's generator, restored after),
+    so every grid point and every model sees the same mixed batches. ``mix=False``: class indices.
+    The same ``seed`` gives the same images and augmentations. Fewer batches if the training set is
+    smaller."""
     from hdvit_lib.data import get_loaders
+    from hdvit_lib.data.transforms import authors_mixup
 
     loaders = get_loaders({**cfg, "batch_size": int(batch_size)}, seed=seed, data_fraction=data_fraction)
+    mixer = authors_mixup(loaders.num_classes, float(cfg.get("label_smoothing", 0.1))) if mix else None
+    if mixer is not None and batch_size % 2:
+        raise ValueError(f"mixup pairs images within a batch: batch_size={batch_size} must be even")
     out: Batches = []
+    np_state = np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for x, y in loaders.train:
-            if len(out) == n_batches:
-                break
-            if len(out) and x.shape[0] != out[0][0].shape[0]:
-                break  # a short last batch: keep equal shapes (Hessians are stacked)
-            out.append((x.cpu(), torch.as_tensor(y).cpu()))
+        np.random.seed(seed)
+        try:
+            for x, y in loaders.train:
+                if len(out) == n_batches:
+                    break
+                if len(out) and x.shape[0] != out[0][0].shape[0]:
+                    break  # a short last batch: keep equal shapes (Hessians are stacked)
+                x, y = x.cpu(), torch.as_tensor(y).cpu()
+                if mixer is not None:
+                    x, y = mixer(x.clone(), y)
+                out.append((x, y))
+        finally:
+            np.random.set_state(np_state)
     if not out:
         raise ValueError(f"the training set holds fewer than batch_size={batch_size} images")
     return out
@@ -188,8 +206,9 @@ def landscape_batches(cfg: dict[str, Any], seed: int = 0, batch_size: int = 128)
 
 def hessian_spectrum(model: nn.Module, batches: Batches, cfg: dict[str, Any], seed: int = 0, name: str = "",
                      progress: bool = False) -> HessianSpectrum:
-    """Top-``hessian_k`` eigenvalues on each of the ``batches`` (Park & Kim 2022, Figs. 1c and 4):
-    ``spectrum`` (Lanczos, :data:`HESSIAN_STEPS` steps) of the loss NLL + ``weight_decay``/2 ||w||^2."""
+    """Top-``hessian_k`` eigenvalues on each of the ``batches`` (Park & Kim 2022, Figs. 1b and 4):
+    ``spectrum`` (Lanczos, :data:`HESSIAN_STEPS` steps) of the landscape's loss, NLL +
+    ``weight_decay * sum_k ||w_k||`` (:mod:`hdvit_lib.analysis.objective`)."""
     return spectrum(model, batches, len(batches), k=int(cfg["hessian_k"]), method="lanczos",
                     max_iter=HESSIAN_STEPS[cfg["name"]], weight_decay=float(cfg["weight_decay"]),
                     seed=seed, stack=len(batches), name=name, progress=progress)
@@ -280,11 +299,12 @@ def plot_spectra_over_training(per_tag: Mapping[str, Mapping[str, HessianSpectru
 
 
 def landscapes(models: Mapping[str, nn.Module], batches: Batches, cfg: dict[str, Any], seed: int = 0,
-               span: float = 1.0) -> dict[str, Landscape]:
-    """Fig. 1b: ``loss_landscape`` of every model on a ``landscape_points``^2 grid over
-    ``[-span, span]^2`` (filter-normalised directions, NLL + weight_decay * sum of L2 norms)."""
+               span: float = 1.0, norm: str = "official") -> dict[str, Landscape]:
+    """Fig. 1a: ``loss_landscape`` of every model on a ``landscape_points``^2 grid over
+    ``[-span, span]^2`` (directions normalised by ``norm``: the authors' dim-0 norms, or Li et al.'s
+    ``"filter"``; NLL + weight_decay * sum of L2 norms)."""
     return {label: loss_landscape(m, batches, n_points=int(cfg["landscape_points"]), span=span, seed=seed,
-                                  weight_decay=float(cfg["weight_decay"]), name=label, progress=False,
+                                  weight_decay=float(cfg["weight_decay"]), norm=norm, name=label, progress=False,
                                   amp=bool(cfg.get("landscape_amp", False)))
             for label, m in models.items()}
 
@@ -383,7 +403,8 @@ def fit_points(trained: Mapping[str, Any], cfg: dict[str, Any], seed: int = 0,
                n_images: int | None = None) -> FitResult:
     """Training NLL and test error of every run (Park & Kim 2022, Figs. 5-7: "the lower the training
     NLL, the lower the test error"). NLL: mean cross-entropy in eval mode on ``n_images`` (default
-    ``analysis_images``) fixed augmented images of the run's *own* training set (its data fraction);
+    ``analysis_images``) fixed augmented images of the run's *own* training set (its data fraction),
+    against their labels (no mixup: the paper does not say how its training NLL was taken);
     error: ``1 - test accuracy`` after the last epoch."""
     n = int(n_images if n_images is not None else cfg["analysis_images"])
     bs = min(64, n)
@@ -391,7 +412,7 @@ def fit_points(trained: Mapping[str, Any], cfg: dict[str, Any], seed: int = 0,
     fr, ps, win, nll, err = [], [], [], [], []
     for label, t in trained.items():
         f = float(t.config.get("data_fraction", 1.0))
-        batches = training_batches(cfg, math.ceil(n / bs), bs, seed, data_fraction=f)
+        batches = training_batches(cfg, math.ceil(n / bs), bs, seed, data_fraction=f, mix=False)
         res.labels.append(label)
         res.models.append(t.config["model"])
         res.has_msa.append(any(b.kind == "msa" for b in t.model.blocks()))

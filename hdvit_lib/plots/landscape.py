@@ -20,7 +20,7 @@ def plot_landscape(
     """Fig. 1b: each landscape as a 3-D surface (left) and a contour map (right), one row per model.
 
     z: ``"loss"`` (NLL + weight decay * sum of per-tensor L2 norms, as the paper plots it), ``"nll"``
-    or ``"accuracy"``. Axes are the grid coordinates along the two filter-normalised directions.
+    or ``"accuracy"``. Axes are the grid coordinates along the two random directions (scaled by ``Landscape.norm``).
     """
     if z not in ZS:
         raise ValueError(f"z={z!r} is not one of {ZS}")
