@@ -63,6 +63,14 @@ def test_robustness_uses_the_same_noise_for_every_model(models_and_batches):
     np.testing.assert_array_equal(r["a"].loss, r["b"].loss)
     assert r["a"].magnitude == 0.5 and r["a"].n_images == 32
     assert rep.robustness_by_model({"a": models["swin_ti"]}, batches[:1], CFG)["a"].magnitude == rep.NOISE_MAGNITUDE["smoke"]
+    eq = rep.robustness_by_model({"a": models["swin_ti"]}, batches[:1], CFG, magnitude=2.0, construction="equal_power")["a"]
+    size = tuple(batches[0][0].shape[-2:])
+    assert eq.construction == "equal_power" and r["a"].construction == "authors"
+    assert eq.magnitude == pytest.approx(rep.matched_rms(size, rep.DEFAULT_F_CENTERS, 0.1, 2.0))
+    np.testing.assert_allclose(eq.noise_rms, eq.magnitude, rtol=1e-5)
+    # same noise energy over the sweep as the authors' construction with eps = 2
+    a = rep.robustness_by_model({"a": models["swin_ti"]}, batches[:1], CFG, magnitude=2.0)["a"]
+    assert np.sqrt(np.mean(a.noise_rms**2)) == pytest.approx(eq.magnitude, rel=0.05)
 
 
 def test_pooled_fraction_counts_signs_and_skips_nan():
