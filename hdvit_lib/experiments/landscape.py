@@ -7,7 +7,7 @@
   trained on 6% of the data.
 - ``notebooks/05_inductive_bias``: Figs. 5-7 and C.2: test error against training NLL across models,
   data fractions and patch sizes.
-- ``notebooks/06_local_msa``: ViT with local MSA (window 3, 5, ... up to global attention).
+- ``notebooks/07_local_msa``: ViT with local MSA (window 3, 5, ... up to global attention).
 
 One function per chapter step. Models come from the zoo cache (``load_or_train``), keyed by a *run*:
 ``{"model": name, "data_fraction": f, "model_cfg": {...}}`` (:func:`run_spec`). The Hessian and the
@@ -467,7 +467,7 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 def sweep_spectrum_figure(value: Any, *, cfg: dict[str, Any], model: str, setting: str, batches: Batches,
                           seed: int = 0) -> go.Figure:
     """Train (or load) ``model`` with ``{setting: value}`` and plot its Hessian spectrum (final weights);
-    the ``compute`` of the live controls of chapters 05 and 06."""
+    the ``compute`` of the live controls of chapters 05 and 07."""
     from hdvit_lib.plots.hessian import plot_spectrum
 
     t = train_runs({f"{model} {setting}={value}": run_spec(model, **{setting: value})}, cfg, seed)
