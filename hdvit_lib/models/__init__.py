@@ -50,7 +50,10 @@ _RESNET_KEYS = ("widths", "num_blocks", "drop_path_rate")
 #: PreAct-ResNet/AlterNet, ViT, PiT and Swin constructors all consume it, rising linearly with
 #: the block index to 0.1 at the last block; timm's ``drop_path_rate`` follows the same rule).
 PAPER_DROP_PATH = 0.1
-#: Stochastic depth of the tiny (smoke/cpu) variants (see the issue note for the measurement).
+#: Stochastic depth of the tiny (smoke/cpu) variants: off. Measured (smoke preset, 3 epochs, test
+#: accuracy, mean of seeds 0 and 1, without -> with 0.1): alternet50_tiny 0.420 -> 0.376,
+#: resnet50_tiny 0.251 -> 0.219, vit_ti_tiny 0.496 -> 0.478; a regulariser for 300-epoch runs
+#: only slows these short ones down.
 TINY_DROP_PATH = 0.0
 
 _VIT_TINY = {"patch_size": 4, "embed_dim": 64, "depth": 4, "num_heads": 2, "drop_path_rate": TINY_DROP_PATH}
