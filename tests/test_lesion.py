@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from hdvit_lib.analysis.lesion import LesionResult, lesion_study
+from hdvit_lib.models import get_model, run_blocks
 
 _spec = importlib.util.spec_from_file_location("_toy", Path(__file__).with_name("test_features.py"))
 toy = importlib.util.module_from_spec(_spec)
@@ -113,12 +114,14 @@ def _forward_with(model: nn.Module, x: torch.Tensor, target: nn.Module, replace)
     return model.classifier(h)
 
 
-def test_resnet50_paper_lesion_replaces_the_3x3_conv_by_identity():
-    from hdvit_lib.models import get_model, run_blocks
+def _zoo(name: str, n: int = 2) -> tuple[nn.Module, torch.Tensor, list]:
+    """A tiny zoo model with generic BatchNorm (eval mode), an input batch, its blocks."""
+    model = _generic_bn(get_model(name))
+    return model, torch.randn(n, 3, 32, 32), model.blocks()
 
-    model = _generic_bn(get_model("resnet50_tiny"))
-    x = torch.randn(3, 3, 32, 32)
-    blocks = model.blocks()
+
+def test_resnet50_paper_lesion_replaces_the_3x3_conv_by_identity():
+    model, x, blocks = _zoo("resnet50_tiny", 3)
     with torch.no_grad():
         for i, b in enumerate(blocks):
             if b.kind != "conv":
@@ -142,11 +145,7 @@ def test_resnet50_paper_lesion_replaces_the_3x3_conv_by_identity():
 
 
 def test_resnet18_paper_lesion_removes_the_second_3x3_conv():
-    from hdvit_lib.models import get_model, run_blocks
-
-    model = _generic_bn(get_model("resnet18_tiny"))
-    x = torch.randn(2, 3, 32, 32)
-    blocks = model.blocks()
+    model, x, blocks = _zoo("resnet18_tiny")
     convs = [i for i, b in enumerate(blocks) if b.kind == "conv"]
     assert all(blocks[i].lesion is not None for i in convs)  # conv2 keeps the shape in every block
     with torch.no_grad():
@@ -157,11 +156,7 @@ def test_resnet18_paper_lesion_removes_the_second_3x3_conv():
 
 
 def test_alternet_paper_lesion_drops_the_preactivated_3x3_unit():
-    from hdvit_lib.models import get_model, run_blocks
-
-    model = _generic_bn(get_model("alternet50_tiny"))
-    x = torch.randn(2, 3, 32, 32)
-    blocks = model.blocks()
+    model, x, blocks = _zoo("alternet50_tiny")
     with torch.no_grad():
         for i, b in enumerate(blocks):
             blk = b.module
@@ -181,8 +176,6 @@ def test_alternet_paper_lesion_drops_the_preactivated_3x3_unit():
 
 
 def test_vit_msa_paper_lesion_is_the_branch_removal():
-    from hdvit_lib.models import get_model, run_blocks
-
     model = get_model("vit_ti_tiny").eval()
     x = torch.randn(2, 3, 32, 32)
     blocks = model.blocks()
