@@ -269,3 +269,80 @@ def test_set_fused_attn_switches_every_attention() -> None:
         plain = model(x)
         set_fused_attn(model, True)
         torch.testing.assert_close(model(x), plain, atol=1e-5, rtol=1e-5)
+
+
+def _residual_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The residual blocks of a model in forward order, found by type (not through blocks())."""
+    from timm.models.pit import Transformer as PiTStage
+    from timm.models.swin_transformer import SwinTransformerBlock
+    from timm.models.vision_transformer import Block as TimmBlock
+
+    from hdvit_lib.models.alternet import _PreActBlock
+    from hdvit_lib.models.resnet import _ResidualBlock
+
+    kinds = (_ResidualBlock, _PreActBlock, TimmBlock, SwinTransformerBlock)
+    found = [m for m in model.modules() if isinstance(m, kinds)]
+    if not found:  # PiT's blocks are timm ViT blocks inside its stages
+        found = [b for s in model.modules() if isinstance(s, PiTStage) for b in s.blocks]
+    return found
+
+
+def _rate(m: torch.nn.Module) -> float:
+    return float(getattr(m, "drop_prob", 0.0))  # nn.Identity: rate 0
+
+
+@pytest.mark.parametrize("name", BASES)
+def test_paper_size_stochastic_depth_is_the_authors_linear_rule(name: str) -> None:
+    # configs/cifar100_vit.yaml: model.block.sd 0.1; block j of n gets 0.1 * j / (n - 1)
+    from hdvit_lib.models import model_settings
+
+    assert model_settings(name)["drop_path_rate"] == 0.1
+    blocks = _residual_modules(get_model(name, num_classes=100))
+    n = len(blocks)
+    assert n == {"resnet18": 8, "resnet50": 16, "vit_ti": 12, "vit_local": 12, "pit_ti": 12, "swin_ti": 12,
+                 "alternet50": 17}[name]
+    want = [0.1 * j / (n - 1) for j in range(n)]
+    for blk, w in zip(blocks, want):
+        paths = [getattr(blk, a) for a in ("drop_path", "drop_path1", "drop_path2") if hasattr(blk, a)]
+        assert paths and all(_rate(p) == pytest.approx(w, abs=1e-7) for p in paths), (name, w)
+
+
+def test_alternet_msa_blocks_preactivate_with_gelu() -> None:
+    from hdvit_lib.models.alternet import MSABlock, PreActBottleneck
+
+    for model in (get_model("alternet50"), get_model("alternet50_tiny")):
+        msa = [m for m in model.modules() if isinstance(m, MSABlock)]
+        conv = [m for m in model.modules() if isinstance(m, PreActBottleneck)]
+        assert msa and conv
+        assert all(isinstance(m.relu, torch.nn.GELU) for m in msa)
+        assert all(isinstance(m.relu, torch.nn.ReLU) for m in conv)
+    # the MSA block's output, written out: attn(bn2(conv(gelu(bn1(x))))) + x (no projection)
+    blk = [m for m in get_model("alternet50_tiny").eval().modules() if isinstance(m, MSABlock)][-1]
+    assert len(blk.shortcut) == 0
+    x = torch.randn(2, blk.norm1.num_features, 4, 4)
+    with torch.no_grad():
+        a = torch.nn.functional.gelu(blk.norm1(x))
+        torch.testing.assert_close(blk(x), blk.attn(blk.norm2(blk.conv(a))) + x)
+
+
+@pytest.mark.parametrize("name", ["alternet50_tiny", "resnet50_tiny", "vit_ti_tiny"])
+def test_stochastic_depth_off_in_eval_and_on_in_train(name: str) -> None:
+    from hdvit_lib.analysis.hessian import analysis_mode
+
+    model = get_model(name, drop_path_rate=0.5)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        a = model(x)
+        torch.manual_seed(2)
+        b = model(x)
+        assert (a - b).abs().max() > 1e-4  # train mode: branches dropped at random
+        plain = get_model(name, drop_path_rate=0.0)
+        plain.load_state_dict(model.state_dict())  # after the train-mode passes moved BatchNorm's statistics
+        model.eval(), plain.eval()
+        ref = plain(x)
+        torch.testing.assert_close(model(x), ref)
+        torch.testing.assert_close(model(x), ref)
+        model.train()
+        with analysis_mode(model):
+            torch.testing.assert_close(model(x), ref)

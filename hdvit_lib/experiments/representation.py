@@ -208,10 +208,13 @@ def cka_by_model(features: Mapping[str, Features], batch_size: int = 64) -> dict
 
 
 def lesion_by_model(
-    models: Mapping[str, nn.Module], batches: Iterable | torch.Tensor, cfg: dict[str, Any]
+    models: Mapping[str, nn.Module], batches: Iterable | torch.Tensor, cfg: dict[str, Any], mode: str = "paper"
 ) -> dict[str, LesionResult]:
-    """Fig. 10b: ``lesion_study`` (remove one residual branch at a time) of every model."""
-    return {name: lesion_study(m, batches, device=cfg.get("device"), model_name=name) for name, m in models.items()}
+    """Fig. 10b: ``lesion_study`` of every model, one block at a time: ``mode="paper"`` removes one
+    3x3 conv of a conv block (strided ones skipped) or a whole MSA/MLP block, ``mode="branch"``
+    every residual block's whole branch."""
+    return {name: lesion_study(m, batches, device=cfg.get("device"), model_name=name, mode=mode)
+            for name, m in models.items()}
 
 
 # --------------------------------------------------------------------------- summaries

@@ -7,6 +7,13 @@ Fig. 11 has MSAs per stage (0, 1, 1, 2), heads (3, 6, 12, 24), 64 dims per head,
 attention in non-overlapping 4x4 windows with a learned relative position bias (the official
 ``models/alternet.py`` ``AttentionBlockB`` + ``LocalAttention``; its default (0, 1, 3, 2) with
 window 7 differs from the paper's CIFAR-100 figure). Module names mirror the official code.
+
+As in the official code, conv blocks pre-activate with BatchNorm + ReLU and MSA blocks with
+BatchNorm + GELU (``AttentionBlockB``'s ``activation=nn.GELU``, applied to ``norm1``'s output,
+before the projection shortcut where there is one). ``drop_path_rate`` is stochastic depth on
+every residual branch, ``rate * j / (blocks - 1)`` for block ``j`` counted over the whole model
+(official ``AlterNet``: ``sd * j / (sum(num_blocks) - 1)``, ``sd: 0.1`` in
+``configs/cifar100_vit.yaml``); off in eval mode.
 """
 
 from __future__ import annotations
@@ -18,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .parts import check_len, divisors
-from .resnet import StagedNet
+from .parts import check_len, divisors, drop_path_rates
+from .resnet import StagedNet, WithoutConv3x3, drop_path
 
 
 def _conv(c_in: int, c_out: int, k: int = 1, stride: int = 1) -> nn.Conv2d:
@@ -38,38 +45,48 @@ class _PreActShortcut(nn.Module):
 
 
 class _PreActBlock(nn.Module):
-    """``branch(relu(bn(x))) + skip``, the skip taken after the activation when it projects."""
+    """``drop_path(branch(act(bn(x)))) + skip``, the skip taken after the activation when it projects.
+    ``self.relu`` is the pre-activation (named as in the official code; GELU in MSA blocks)."""
 
     expansion = 4
 
-    def _make_shortcut(self, c_in: int, c_out: int, stride: int) -> None:
+    def _make_shortcut(self, c_in: int, c_out: int, stride: int, drop_path_rate: float = 0.0,
+                       act: type[nn.Module] = nn.ReLU) -> None:
         self.shortcut = nn.Sequential()
         if stride != 1 or c_in != c_out:
             self.shortcut.append(_conv(c_in, c_out, 1, stride))
-        self.relu = nn.ReLU()
+        self.relu = act()
+        self.drop_path = drop_path(drop_path_rate)
 
     @property
     def pre_norm(self) -> nn.Module:
         raise NotImplementedError
 
-    def branch(self, x: torch.Tensor) -> torch.Tensor:
+    def branch(self, x: torch.Tensor, without_3x3: bool = False) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, without_3x3: bool = False) -> torch.Tensor:
         a = self.relu(self.pre_norm(x))
         skip = self.shortcut(a) if len(self.shortcut) else x
-        return self.branch(a) + skip
+        return self.drop_path(self.branch(a, without_3x3)) + skip
 
     def lesioned(self) -> nn.Module:
         return _PreActShortcut(self)
 
+    def conv_lesioned(self) -> nn.Module | None:
+        return None
+
 
 class PreActBottleneck(_PreActBlock):
-    """Pre-activation bottleneck (official ``preresnet_dnn_block.Bottleneck``)."""
+    """Pre-activation bottleneck (official ``preresnet_dnn_block.Bottleneck``). Its lesion for the
+    paper's study drops the whole pre-activation 3x3 unit ``conv2`` (BatchNorm, ReLU, 3x3 conv),
+    where it is not strided."""
 
-    def __init__(self, c_in: int, channels: int, stride: int = 1, **_: object) -> None:
+    def __init__(self, c_in: int, channels: int, stride: int = 1, drop_path_rate: float = 0.0,
+                 **_: object) -> None:
         super().__init__()
-        self._make_shortcut(c_in, channels * 4, stride)
+        self._make_shortcut(c_in, channels * 4, stride, drop_path_rate)
+        self.stride = stride
         self.bn = nn.BatchNorm2d(c_in)
         self.conv1 = _conv(c_in, channels)
         self.conv2 = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(), _conv(channels, channels, 3, stride))
@@ -79,8 +96,12 @@ class PreActBottleneck(_PreActBlock):
     def pre_norm(self) -> nn.Module:
         return self.bn
 
-    def branch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv3(self.conv2(self.conv1(x)))
+    def branch(self, x: torch.Tensor, without_3x3: bool = False) -> torch.Tensor:
+        h = self.conv1(x)
+        return self.conv3(h if without_3x3 else self.conv2(h))
+
+    def conv_lesioned(self) -> nn.Module | None:
+        return None if self.stride != 1 else WithoutConv3x3(self)
 
 
 class _Attention2d(nn.Module):
@@ -132,16 +153,16 @@ class LocalAttention(nn.Module):
 
 
 class MSABlock(_PreActBlock):
-    """Pre-activation MSA block (official ``AttentionBlockB``): bn-relu, 1x1 conv to C/4, bn,
+    """Pre-activation MSA block (official ``AttentionBlockB``): bn-gelu, 1x1 conv to C/4, bn,
     local MSA back to the block's output width."""
 
     kind = "msa"
 
     def __init__(self, c_in: int, channels: int, stride: int = 1, heads: int = 8, dim_head: int = 64,
-                 window: int = 4) -> None:
+                 window: int = 4, drop_path_rate: float = 0.0) -> None:
         super().__init__()
         width = c_in // 4
-        self._make_shortcut(c_in, channels * 4, stride)
+        self._make_shortcut(c_in, channels * 4, stride, drop_path_rate, act=nn.GELU)
         self.norm1 = nn.BatchNorm2d(c_in)
         self.conv = nn.Conv2d(c_in, width, 1, stride=stride, bias=False)
         self.norm2 = nn.BatchNorm2d(width)
@@ -151,7 +172,7 @@ class MSABlock(_PreActBlock):
     def pre_norm(self) -> nn.Module:
         return self.norm1
 
-    def branch(self, x: torch.Tensor) -> torch.Tensor:
+    def branch(self, x: torch.Tensor, without_3x3: bool = False) -> torch.Tensor:
         return self.attn(self.norm2(self.conv(x)))
 
 
@@ -183,7 +204,7 @@ class AlterNet(StagedNet):
     def __init__(self, num_blocks: Sequence[int] = (3, 4, 6, 4), msa_per_stage: Sequence[int] = (0, 1, 1, 2),
                  msa_positions: Sequence[Sequence[int]] | None = None, heads: Sequence[int] = (3, 6, 12, 24),
                  widths: Sequence[int] = (64, 128, 256, 512), dim_head: int = 64, window: int = 4,
-                 num_classes: int = 10, img_size: int = 32) -> None:
+                 num_classes: int = 10, img_size: int = 32, drop_path_rate: float = 0.0) -> None:
         super().__init__()
         n = len(num_blocks)
         for name, v in (("heads", heads), ("widths", widths), ("msa_per_stage", msa_per_stage)):
@@ -202,14 +223,16 @@ class AlterNet(StagedNet):
                                  f"(it has MSAs); choose one of {valid}")
         self.layer0 = nn.Sequential(OrderedDict(layer0=nn.Sequential(_conv(3, widths[0], 3))))
         c_in = widths[0]
+        rates = iter(drop_path_rates(drop_path_rate, sum(num_blocks)))
         for i, (nb, w) in enumerate(zip(num_blocks, widths)):
             seq: list[nn.Module] = []
             for j in range(nb):
                 stride = 2 if (i > 0 and j == 0) else 1
                 if j in self.msa_positions[i]:
-                    seq.append(MSABlock(c_in, w, stride, heads=heads[i], dim_head=dim_head, window=window))
+                    seq.append(MSABlock(c_in, w, stride, heads=heads[i], dim_head=dim_head, window=window,
+                                        drop_path_rate=next(rates)))
                 else:
-                    seq.append(PreActBottleneck(c_in, w, stride))
+                    seq.append(PreActBottleneck(c_in, w, stride, drop_path_rate=next(rates)))
                 c_in = w * 4
             setattr(self, f"layer{i + 1}", nn.Sequential(*seq))
         self.num_stages = n

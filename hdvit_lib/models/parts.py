@@ -43,6 +43,15 @@ class TokensToMap(nn.Module):
         return torch.cat([self.prefix(cls), fmap.flatten(2).transpose(1, 2)], dim=1)
 
 
+def drop_path_rates(rate: float, num_blocks: int) -> list[float]:
+    """Stochastic-depth probability of each of ``num_blocks`` residual blocks, counted over the whole
+    model: ``rate * j / (num_blocks - 1)`` for block ``j`` (0 for the first, ``rate`` for the last),
+    the rule of the authors' ``AlterNet``/``ResNet`` constructors (and of timm's ``linspace``)."""
+    if num_blocks <= 1:
+        return [0.0] * num_blocks
+    return [rate * j / (num_blocks - 1) for j in range(num_blocks)]
+
+
 def divisors(n: int) -> list[int]:
     """All positive divisors of ``n``, ascending."""
     return [d for d in range(1, n + 1) if n % d == 0]

@@ -3,7 +3,7 @@
 The authors' CIFAR-100 Swin-Ti (``official_checkpoints/swin_ti_cifar100.json``): patch 1,
 window 4, embed 96, depths (2, 2, 6, 2), heads (3, 6, 12, 24), no qkv bias; feature maps
 32 -> 16 -> 8 -> 4, so the last stage's window covers its whole map (global attention, no shift).
-``drop_path_rate`` defaults to 0 (timm's 0.1 makes Hessians random in train mode).
+``drop_path_rate``: the zoo sets the authors' 0.1 for the paper-size model (analyses run in eval mode, where it is off).
 
 timm 1.0 runs patch merging at the start of stages 1-3 (``layers.{i+1}.downsample``; timm 0.5.4
 had it at the end, ``layers.{i}.downsample``) and names the classifier ``head.fc``; the

@@ -187,7 +187,7 @@ def plot_lesion(results: Mapping[str, LesionResult] | LesionResult) -> go.Figure
                              hovertemplate="%{text}<br>depth %{x:.2f}<br>%{y:.2f} pp<extra>" + name + "</extra>"))
         groups.append((name, [m], []))
     _menu(fig, groups, all_label=None)
-    fig.update_layout(title="Lesion study: accuracy change when a block is removed (Fig. 10b)",
+    fig.update_layout(title="Lesion study: accuracy change when a block is lesioned (Fig. 10b)",
                       template="plotly_white", xaxis={"title": "normalized depth", "range": [0, 1.02]},
                       yaxis={"title": "Δ accuracy (percentage points)"}, showlegend=False)
     return fig
