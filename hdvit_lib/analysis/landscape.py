@@ -274,8 +274,8 @@ def trajectory(
 
     ``r_t = |w_t - w*| / |w_0 - w*|`` and ``theta_t = angle(w_t - w*, w_0 - w*)`` for the snapshots
     ``w_0 = snapshots[0], ..., w_T`` of a run ending at ``w* = final`` (state dicts).
-    Caveat: the authors retracted this panel in a later version of the paper (the polar plot
-    of a high-dimensional path says little); it is kept for completeness, not as evidence.
+    Caveat: the panel is not in the paper's later versions (the authors gave no reason); it is
+    kept for completeness, not as evidence.
     keys: state-dict entries to use; default: every floating-point entry of ``final`` except
     BatchNorm running statistics.
     """

@@ -2,7 +2,7 @@
 
 - ``notebooks/01_loss_landscape``: Fig. 1: loss landscapes (the authors' and Li et al.'s direction scaling) of a ResNet and a ViT,
   their Hessian max-eigenvalue spectra at initialisation, end of warm-up and later, and the
-  optimisation trajectories in polar coordinates (a panel the authors later retracted).
+  optimisation trajectories in polar coordinates (a panel of the first arXiv version only).
 - ``notebooks/04_hessian_spectra``: Fig. 4: spectra at the end of warm-up of ResNet, ViT and a ViT
   trained on 6% of the data.
 - ``notebooks/05_inductive_bias``: Figs. 5-7 and C.2: test error against training NLL across models,
@@ -341,7 +341,7 @@ def landscape_curvature(ls: Landscape, z: str = "loss", radius: float = 0.5) -> 
 
 def trajectories(trained: Mapping[str, Any]) -> dict[str, Trajectory]:
     """The optimisation path of every run in polar coordinates, from its snapshots (first arXiv
-    version of Fig. 1; retracted by the authors later, shown as a caveated extra)."""
+    version of Fig. 1, absent from later versions; shown as a caveated extra)."""
     out = {}
     for label, t in trained.items():
         epochs = t.snapshots()
@@ -356,7 +356,7 @@ def plot_trajectories(trajs: Mapping[str, Trajectory]) -> go.Figure:
     for i, (label, tr) in enumerate(trajs.items()):
         fig.add_trace(go.Scatterpolar(r=tr.r, theta=np.degrees(tr.theta), mode="lines+markers", name=label,
                                       line={"color": colors[i % len(colors)]}))
-    fig.update_layout(title="Optimisation trajectories in polar coordinates (retracted panel)",
+    fig.update_layout(title="Optimisation trajectories in polar coordinates (first arXiv version only)",
                       template="plotly_white", height=420,
                       polar={"angularaxis": {"direction": "counterclockwise"}, "sector": [0, 180]})
     return fig
