@@ -25,7 +25,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     ``analyze`` with the same ones finds the model ``train`` made."""
     p.add_argument("--model", required=True, help="a name from hdvit_lib.models.list_models(), e.g. vit_ti")
     p.add_argument("--preset", default="smoke", choices=NAMES)
-    p.add_argument("--dataset", default=None, help="synthetic | cifar10 | cifar100 | imagefolder (default: preset's)")
+    p.add_argument("--dataset", default=None, help="synthetic | fractal | cifar10 | cifar100 | imagefolder (default: preset's)")
     p.add_argument("--data-root", default=None, help="dataset folder (default: the data module's)")
     p.add_argument("--download", action="store_true", help="download the dataset if it is missing")
     p.add_argument("--fraction", type=float, default=1.0, help="fraction of the training set to use")

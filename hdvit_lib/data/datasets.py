@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from . import synthetic
+from . import fractal, synthetic
 
-NAMES = ("synthetic", "cifar10", "cifar100", "imagefolder")
+NAMES = ("synthetic", "fractal", "cifar10", "cifar100", "imagefolder")
 SPLITS = ("train", "test", "val")  # "val" is an alias of "test"
 SYNTHETIC_SIZES = {"train": 10000, "test": 2000}
 
@@ -136,10 +136,9 @@ def _first_n_balanced(dataset: Any, n: int | None, seed: int) -> Any:
 
 
 @functools.lru_cache(maxsize=4)
-def _synthetic_cached(n: int, seed: int, split: str, num_classes: int) -> ImageDataset:
-    images, labels = synthetic.generate(
-        n, seed=seed, split=split, num_classes=num_classes
-    )
+def _generated_cached(name: str, n: int, seed: int, split: str, num_classes: int) -> ImageDataset:
+    module = synthetic if name == "synthetic" else fractal
+    images, labels = module.generate(n, seed=seed, split=split, num_classes=num_classes)
     return ImageDataset(torch.from_numpy(images), labels.tolist(), num_classes)
 
 
@@ -226,11 +225,14 @@ def get_dataset(
     verify: bool = True,
     image_size: int | None = None,
 ) -> Any:
-    """The data set ``name`` (``synthetic | cifar10 | cifar100 | imagefolder``), split ``train | test``.
+    """The data set ``name`` (``synthetic | fractal | cifar10 | cifar100 | imagefolder``), split ``train | test``.
 
     - ``synthetic``: generated from ``seed`` (train and test are different draws of one
       distribution, see :mod:`hdvit_lib.data.synthetic`); ``n`` images (default 10000 train /
       2000 test); ``num_classes`` 2-100 (default 10).
+    - ``fractal``: FractalDB-style categories of iterated-function-system fractals on 1/f
+      backgrounds (:mod:`hdvit_lib.data.fractal`), generated like ``synthetic``; ``num_classes``
+      2-1000 (default 100).
     - ``cifar10`` / ``cifar100``: torchvision's loaders under ``root`` (``download=True`` fetches the
       archive). ``verify=False`` skips the MD5 check, for local test fixtures only (module docstring).
     - ``imagefolder``: ``root/train`` and ``root/val`` (``split="test"`` reads ``val``);
@@ -247,9 +249,10 @@ def get_dataset(
             f"split={split!r} is unknown; choose one of {', '.join(SPLITS)}"
         )
     split = "test" if split == "val" else split
-    if name == "synthetic":
+    if name in ("synthetic", "fractal"):
         count = SYNTHETIC_SIZES[split] if n is None else int(n)
-        return _synthetic_cached(count, int(seed), split, int(num_classes or 10))
+        default = 10 if name == "synthetic" else 100
+        return _generated_cached(name, count, int(seed), split, int(num_classes or default))
     if root is None and name in ("cifar10", "cifar100"):
         root = default_data_root()
     if root is None:

@@ -48,6 +48,8 @@ MEAN_STD: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]
     "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet
     # computed once from synthetic.generate(10000, seed=0) (10 classes); tests recompute it
     "synthetic": ((0.5072, 0.5020, 0.5036), (0.2028, 0.2020, 0.2043)),
+    # computed once from fractal.generate(10000, seed=0) (100 classes); tests recompute it
+    "fractal": ((0.5001, 0.5004, 0.4998), (0.1436, 0.1439, 0.1438)),
 }
 
 
