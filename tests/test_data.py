@@ -131,7 +131,7 @@ def test_get_dataset_synthetic_items_and_errors():
     )
     raw, labels = generate(50, seed=1, split="test", num_classes=100)
     assert torch.equal(x, torch.from_numpy(raw[7]).float() / 255) and labels[7] == y
-    with pytest.raises(ValueError, match="synthetic, cifar10, cifar100, imagefolder"):
+    with pytest.raises(ValueError, match="synthetic, fractal, cifar10, cifar100, imagefolder"):
         get_dataset("mnist", "train")
     with pytest.raises(ValueError, match="train, test"):
         get_dataset("synthetic", "dev")
