@@ -3,7 +3,8 @@
     python tools/build_book.py [--preset smoke] [--only 01_loss] [--no-exec]
                                [--notebooks DIR --toc FILE --out DIR]   (the test fixture site)
 
-Staging tree ``<out>/src/``: copies of ``_config.yml``, ``_toc.yml``, ``book/``, the executed
+Staging tree ``<out>/src/``: copies of ``_config.yml``, ``_toc.yml``, ``book/``, the library's
+``.py`` files (``hdvit_lib/``, which chapters show with ``literalinclude``), the executed
 notebooks (``notebooks/``) and the vendored JavaScript (``_site_extra/_static/_vendor/``, copied to the
 site's ``_static/_vendor/`` through ``html_extra_path``; Sphinx resolves relative script paths
 against ``_static/``). ``jupyter-book config sphinx`` writes its
@@ -30,6 +31,12 @@ VENDOR = ROOT / "_vendor"
 VENDOR_FILES = ("require.min.js", "hdvit-widgets.js", "embed-amd.js", "mathjax/es5/tex-chtml.js")
 
 
+def _sources_only(folder: str, names: list[str]) -> list[str]:
+    """``copytree``'s ignore: keep folders and ``.py`` files, drop the rest (caches, data)."""
+    return [n for n in names
+            if n == "__pycache__" or not (n.endswith(".py") or (Path(folder) / n).is_dir())]
+
+
 def stage(src: Path, notebooks: Path, toc: Path) -> list[Path]:
     """Fresh staging tree with config, prose and vendored JS; returns the notebooks to execute."""
     missing = [f for f in VENDOR_FILES if not (VENDOR / f).exists()]
@@ -41,6 +48,8 @@ def stage(src: Path, notebooks: Path, toc: Path) -> list[Path]:
     shutil.copy2(ROOT / "_config.yml", src / "_config.yml")
     shutil.copy2(toc, src / "_toc.yml")
     shutil.copytree(ROOT / "book", src / "book")
+    # the library's sources, for the chapters' ``literalinclude`` of ../hdvit_lib/...
+    shutil.copytree(ROOT / "hdvit_lib", src / "hdvit_lib", ignore=_sources_only)
     (src / "_ext").mkdir()
     shutil.copy2(ROOT / "tools" / "hdvit_sphinx.py", src / "_ext" / "hdvit_sphinx.py")
     shutil.copytree(VENDOR, src / "_site_extra" / "_static" / "_vendor", ignore=shutil.ignore_patterns(".*", "README.md"))
