@@ -399,3 +399,17 @@ def test_fit_points_reads_settings_from_the_cache_config() -> None:
     np.testing.assert_array_equal(fit.patch_size, [4.0, 4.0])
     batches = L.training_batches(cfg, 1, 32, 0, mix=False)  # the labels, as fit_points reads them
     assert fit.nll_train[0] == pytest.approx(L.train_nll(runs["global"].model, batches), rel=1e-6)
+
+
+def test_classifier_runs_and_the_live_control_switch_global_pool() -> None:
+    runs = L.classifier_runs("vit_ti")
+    assert list(runs) == ["vit_ti (CLS token)", "vit_ti (GAP)"]
+    assert [r["model_cfg"] for r in runs.values()] == [{"global_pool": "token"}, {"global_pool": "avg"}]
+    with pytest.raises(ValueError, match="'token', 'avg'"):
+        L.classifier_runs("vit_ti", ["max"])
+    pre = {"token": spec([[3.0, -1.0]]), "avg": spec([[2.0, 1.0]])}
+    ctl = L.live_sweep_control({"name": "smoke"}, "vit_ti", "global_pool", list(L.CLASSIFIERS), [],
+                               precomputed=pre, tag="warmup", kind="dropdown")
+    assert ctl.kind == "dropdown" and ctl.calls == 0
+    fig = ctl.result("avg")  # precomputed: no training, no Hessian
+    assert ctl.calls == 0 and "at warmup" in fig.layout.title.text

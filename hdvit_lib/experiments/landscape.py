@@ -7,6 +7,8 @@
   trained on 6% of the data.
 - ``notebooks/05_inductive_bias``: Figs. 5-7 and C.2: test error against training NLL across models,
   data fractions and patch sizes.
+- ``notebooks/06_gap_classifier``: Fig. 6: spectra at the end of warm-up of a ViT with a class-token
+  classifier and one with a global-average-pooling (GAP) classifier.
 - ``notebooks/07_local_msa``: ViT with local MSA (window 3, 5, ... up to global attention).
 
 One function per chapter step. Models come from the zoo cache (``load_or_train``), keyed by a *run*:
@@ -73,6 +75,8 @@ SWEEPS: dict[str, dict[str, list]] = {
     "paper": {"data_fractions": [0.02, 0.1, 0.3, 1.0], "fraction_models": ["resnet50", "vit_ti"],
               "patch_sizes": [1, 2, 4, 8], "windows": [3, 5, 7, 9]},
 }
+#: Fig. 6: the ViT's classifiers (``global_pool`` setting) and their names.
+CLASSIFIERS = {"token": "CLS token", "avg": "GAP"}
 #: Patch sizes (dividing 32) and windows the live controls offer.
 LIVE_PATCH_SIZES = (1, 2, 4, 8, 16)
 LIVE_WINDOWS = (1, 3, 5, 7)
@@ -141,6 +145,16 @@ def window_runs(windows: Sequence[int], local_model: str = "vit_local",
     out = {f"window {int(k)}": run_spec(local_model, window=int(k)) for k in windows}
     out["global"] = run_spec(global_model)
     return out
+
+
+def classifier_runs(model: str = "vit_ti", pools: Sequence[str] = tuple(CLASSIFIERS)) -> dict[str, dict[str, Any]]:
+    """Fig. 6: ``model`` with each classifier of ``pools`` (its ``global_pool`` setting), same budget,
+    labelled ``"vit_ti (CLS token)"``, ``"vit_ti (GAP)"``. The class-token run is the plain ``model``
+    run (the default setting spelled out: one cache entry, shared with other chapters)."""
+    unknown = [p for p in pools if p not in CLASSIFIERS]
+    if unknown:
+        raise ValueError(f"unknown classifier(s) {unknown}; choose from {', '.join(map(repr, CLASSIFIERS))}")
+    return {f"{model} ({CLASSIFIERS[p]})": run_spec(model, global_pool=p) for p in pools}
 
 
 def model_at(trained: Any, tag: int | str) -> nn.Module:
@@ -455,30 +469,36 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 def sweep_spectrum_figure(value: Any, *, cfg: dict[str, Any], model: str, setting: str, batches: Batches,
-                          seed: int = 0) -> go.Figure:
-    """Train (or load) ``model`` with ``{setting: value}`` and plot its Hessian spectrum (final weights);
-    the ``compute`` of the live controls of chapters 05 and 07."""
+                          seed: int = 0, tag: int | str = "final") -> go.Figure:
+    """Train (or load) ``model`` with ``{setting: value}`` and plot its Hessian spectrum at snapshot
+    ``tag`` (default: final weights); the ``compute`` of the live controls of chapters 05, 06 and 07."""
     from hdvit_lib.plots.hessian import plot_spectrum
 
     t = train_runs({f"{model} {setting}={value}": run_spec(model, **{setting: value})}, cfg, seed)
     label, tr = next(iter(t.items()))
-    return plot_spectrum({label: hessian_spectrum(tr.model, batches, cfg, seed, name=label)},
-                         title=f"Hessian spectrum, {setting}={value}")
+    m = tr.model if tag == "final" else model_at(tr, tag)
+    return plot_spectrum({label: hessian_spectrum(m, batches, cfg, seed, name=label)},
+                         title=_sweep_title(setting, value, tag))
+
+
+def _sweep_title(setting: str, value: Any, tag: int | str) -> str:
+    return f"Hessian spectrum, {setting}={value}" + ("" if tag == "final" else f" at {tag}")
 
 
 def live_sweep_control(cfg: dict[str, Any], model: str, setting: str, values: Sequence[Any],
                        batches: Batches, precomputed: Mapping[Any, HessianSpectrum] | None = None,
-                       seed: int = 0) -> Any:
-    """An ipywidgets slider over ``values`` of ``setting`` (e.g. ``patch_size``, ``window``): shows the
-    precomputed spectrum, or trains/loads the model and computes it live (needs a kernel)."""
+                       seed: int = 0, tag: int | str = "final", kind: str = "slider") -> Any:
+    """An ipywidgets slider (``kind="dropdown"``: a dropdown) over ``values`` of ``setting`` (e.g.
+    ``patch_size``, ``window``, ``global_pool``): shows the precomputed spectrum, or trains/loads the
+    model and computes it at snapshot ``tag`` live (needs a kernel)."""
     from hdvit_lib.plots.hessian import plot_spectrum
     from hdvit_lib.widgets import live_control
 
-    figs = {v: plot_spectrum({f"{setting}={v}": s}, title=f"Hessian spectrum, {setting}={v}")
+    figs = {v: plot_spectrum({f"{setting}={v}": s}, title=_sweep_title(setting, v, tag))
             for v, s in (precomputed or {}).items()}
     compute = functools.partial(sweep_spectrum_figure, cfg=cfg, model=model, setting=setting, batches=batches,
-                                seed=seed)
-    return live_control(values, compute, description=setting, precomputed=figs)
+                                seed=seed, tag=tag)
+    return live_control(values, compute, description=setting, precomputed=figs, kind=kind)
 
 
 # --------------------------------------------------------------------------- claim checks
@@ -594,6 +614,10 @@ def claim_negative_eigenvalues(specs: Mapping[str, HessianSpectrum], conv: str, 
     return Claim(paper, measured, holds, verdict, preset)
 
 
+def _or_none(x: float) -> str:
+    return "none (no negative eigenvalue)" if math.isnan(x) else f"{x:.3g}"
+
+
 def claim_gap_classifier(specs: Mapping[str, HessianSpectrum], cls: str, gap: str, preset: str = "") -> Claim:
     """Fig. 6's claim: a global-average-pooling (GAP) classifier instead of the class token
     suppresses ViT's negative Hessian max eigenvalues at the end of warm-up: loss landscape
@@ -614,7 +638,7 @@ def claim_gap_classifier(specs: Mapping[str, HessianSpectrum], cls: str, gap: st
     head = "holds in this run" if lower else "does not hold in this run"
     verdict = (f"{head}: NEP {s[gap]['NEP']:.0%} with {gap} vs {s[cls]['NEP']:.0%} with {cls} "
                f"({'lower' if lower else 'not lower'}); APE {s[gap]['APE']:.3g} vs {s[cls]['APE']:.3g}; "
-               f"median |negative| {s[gap]['median |negative|']:.3g} vs {s[cls]['median |negative|']:.3g}; "
+               f"median |negative| {_or_none(s[gap]['median |negative|'])} vs {_or_none(s[cls]['median |negative|'])}; "
                f"from {np.asarray(specs[gap].eigenvalues).size} eigenvalues per model.")
     return Claim(paper, measured, lower, verdict, preset)
 
