@@ -245,15 +245,15 @@ def test_claim_robustness_ranks_and_noise():
 
 def test_spectrum_summary_and_hessian_claims():
     s = alt.spectrum_summary(_spec([[5.0, -1.0], [3.0, 2.0], [-4.0, 1.0]]))
-    assert s["top"] == 3.0  # median of the row maxima 5, 3, 1
-    assert s["neg_share"] == pytest.approx(2 / 6)
-    assert s["mean_abs"] == pytest.approx(16 / 6)
+    assert s["median max eigenvalue"] == 3.0  # median of the row maxima 5, 3, 1
+    assert s["NEP"] == pytest.approx(2 / 6)
+    assert s["APE"] == pytest.approx((5 + 3 + 2 + 1) / 4)
     spectra = {"resnet50": _spec([[50.0, 20.0]]), "vit_ti": _spec([[5.0, -3.0]]), "alternet50": _spec([[10.0, 2.0]])}
     assert alt.claim_hessian(spectra).holds is True
     spectra["alternet50"] = _spec([[60.0, -2.0]])
     assert alt.claim_hessian(spectra).holds is False
     c = alt.claim_flattening(_spec([[8.0, 1.0]], "before"), _spec([[4.0, -1.0]], "after"))
-    assert c.holds is True and c.measured["negative share after"] == 0.5
+    assert c.holds is True and c.measured["NEP after"] == 0.5 and c.measured["APE before"] == 4.5
 
 
 def test_accuracy_vs_data_and_its_claims(monkeypatch):

@@ -113,7 +113,8 @@ def test_hessian_spectrum_matches_a_dense_hessian_with_weight_decay() -> None:
 
 def test_spectrum_summary_by_hand() -> None:
     s = L.spectrum_summary(spec([[5.0, -1.0], [3.0, 2.0], [-4.0, 1.0]]))
-    assert s["negative share"] == pytest.approx(2 / 6)
+    assert s["NEP"] == pytest.approx(2 / 6)
+    assert s["APE"] == pytest.approx(11 / 4)  # mean of 5, 3, 2, 1
     assert s["median |negative|"] == pytest.approx(2.5)
     assert s["median positive"] == pytest.approx(2.5)  # 5, 3, 2, 1
     assert s["median max eigenvalue"] == pytest.approx(3.0)  # row maxima 5, 3, 1
@@ -147,9 +148,11 @@ def test_claim_negative_eigenvalues_reads_the_numbers() -> None:
              "vit (6%)": spec([[-8.0, -6.0], [3.0, -5.0]])}
     c = L.claim_negative_eigenvalues(specs, "resnet", "vit", "vit (6%)", preset="smoke")
     assert c.holds is True
-    assert c.measured["vit: negative share"] == pytest.approx(0.25)
-    assert c.measured["vit (6%): negative share"] == pytest.approx(0.75)
+    assert c.measured["vit: NEP"] == pytest.approx(0.25)
+    assert c.measured["vit (6%): NEP"] == pytest.approx(0.75)
     assert c.measured["resnet: median positive"] == pytest.approx(35.0)
+    assert c.measured["resnet: APE"] == pytest.approx(35.0)
+    assert c.measured["vit: APE"] == pytest.approx(4.0)  # mean of 5, 4, 3
     assert "holds in this run" in c.verdict
     specs["resnet"] = spec([[-50.0, -30.0], [-40.0, 20.0]])  # ResNet now the more non-convex one
     c = L.claim_negative_eigenvalues(specs, "resnet", "vit", "vit (6%)")
@@ -165,10 +168,28 @@ def test_claim_landscape_parts() -> None:
     assert c.holds is True
     assert c.measured["vit: landscape curvature"] == pytest.approx(1.5)
     assert c.measured["resnet @ final: median max eigenvalue"] == pytest.approx(30.0)
-    assert c.measured["vit @ warmup: negative share"] == pytest.approx(0.5)
+    assert c.measured["vit @ warmup: NEP"] == pytest.approx(0.5)
+    assert c.measured["resnet @ final: APE"] == pytest.approx(17.5)
     lands = {"resnet": quad_landscape(0.1, 0.1), "vit": quad_landscape(1.0, 0.5)}
     c = L.claim_landscape(lands, per_tag, "resnet", "vit")
     assert c.holds is False and "only in part" in c.verdict
+
+
+def test_claim_gap_classifier_reads_nep() -> None:
+    specs = {"CLS token": spec([[6.0, -2.0], [4.0, -3.0], [2.0, 1.0]]),  # NEP 2/6
+             "GAP": spec([[3.0, 1.0], [5.0, -1.0], [2.0, 2.0]])}  # NEP 1/6
+    c = L.claim_gap_classifier(specs, "CLS token", "GAP", preset="smoke")
+    assert c.holds is True and "holds in this run" in c.verdict
+    assert c.measured["CLS token: NEP"] == pytest.approx(2 / 6)
+    assert c.measured["GAP: NEP"] == pytest.approx(1 / 6)
+    assert c.measured["CLS token: APE"] == pytest.approx((6 + 4 + 2 + 1) / 4)
+    assert c.measured["GAP: APE"] == pytest.approx((3 + 1 + 5 + 2 + 2) / 5)
+    assert c.measured["CLS token: median |negative|"] == pytest.approx(2.5)
+    # the other way round: reported, not hidden
+    c = L.claim_gap_classifier(specs, "GAP", "CLS token")
+    assert c.holds is False and "does not hold" in c.verdict and "33%" in c.verdict and "17%" in c.verdict
+    c = L.claim_gap_classifier({"a": spec([[np.nan]]), "b": spec([[1.0]])}, "a", "b")
+    assert c.holds is None
 
 
 def fit(labels, models, fr, nll, err, msa, patch=None, window=None) -> L.FitResult:
@@ -206,7 +227,7 @@ def test_claim_local_msa() -> None:
             [0.5, 0.6, 0.8], [0.2, 0.25, 0.3], [True] * 3, window=[3, 5, np.nan])
     specs = {"window 3": spec([[2.0, 1.0]]), "window 5": spec([[2.0, -1.0]]), "global": spec([[-2.0, -1.0]])}
     c = L.claim_local_msa(f, specs, preset="smoke")
-    assert c.holds is True and c.measured["global: negative share"] == pytest.approx(1.0)
+    assert c.holds is True and c.measured["global: NEP"] == pytest.approx(1.0)
     assert "window 3" in c.verdict
     f.error_test = np.array([0.4, 0.5, 0.3])
     assert L.claim_local_msa(f, specs).holds is False
@@ -346,10 +367,11 @@ def test_live_control_computes_on_demand_and_caches() -> None:
 
 
 def test_chapters_import_only_library_functions() -> None:
-    """The four chapters call this module (no logic of their own) and are listed in _toc.yml."""
+    """The five chapters call this module (no logic of their own) and are listed in _toc.yml."""
     root = Path(__file__).resolve().parents[1]
     toc = (root / "_toc.yml").read_text()
-    for nb in ("01_loss_landscape", "04_hessian_spectra", "05_inductive_bias", "07_local_msa"):
+    for nb in ("01_loss_landscape", "04_hessian_spectra", "05_inductive_bias", "06_gap_classifier",
+               "07_local_msa"):
         path = root / "notebooks" / f"{nb}.ipynb"
         if not path.exists():
             pytest.skip(f"{nb} not written yet")
@@ -378,3 +400,17 @@ def test_fit_points_reads_settings_from_the_cache_config() -> None:
     np.testing.assert_array_equal(fit.patch_size, [4.0, 4.0])
     batches = L.training_batches(cfg, 1, 32, 0, mix=False)  # the labels, as fit_points reads them
     assert fit.nll_train[0] == pytest.approx(L.train_nll(runs["global"].model, batches), rel=1e-6)
+
+
+def test_classifier_runs_and_the_live_control_switch_global_pool() -> None:
+    runs = L.classifier_runs("vit_ti")
+    assert list(runs) == ["vit_ti (CLS token)", "vit_ti (GAP)"]
+    assert [r["model_cfg"] for r in runs.values()] == [{"global_pool": "token"}, {"global_pool": "avg"}]
+    with pytest.raises(ValueError, match="'token', 'avg'"):
+        L.classifier_runs("vit_ti", ["max"])
+    pre = {"token": spec([[3.0, -1.0]]), "avg": spec([[2.0, 1.0]])}
+    ctl = L.live_sweep_control({"name": "smoke"}, "vit_ti", "global_pool", list(L.CLASSIFIERS), [],
+                               precomputed=pre, tag="warmup", kind="dropdown")
+    assert ctl.kind == "dropdown" and ctl.calls == 0
+    fig = ctl.result("avg")  # precomputed: no training, no Hessian
+    assert ctl.calls == 0 and "at warmup" in fig.layout.title.text

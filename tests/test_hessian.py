@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -11,7 +12,15 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from hdvit_lib.analysis.hessian import HessianSpectrum, hvp, spectrum, top_eigenvalues
+from hdvit_lib.analysis.hessian import (
+    HessianSpectrum,
+    average_positive_eigenvalue,
+    hvp,
+    negative_eigenvalue_proportion,
+    spectrum,
+    spectrum_summary,
+    top_eigenvalues,
+)
 
 torch.set_num_threads(1)
 
@@ -237,3 +246,38 @@ def test_plots_spectrum_densities_and_slider() -> None:
     steps = sweep.layout.sliders[0].steps
     assert [s.label for s in steps] == ["2", "4", "8"] and len(sweep.data) == 6
     assert steps[1].args[0]["visible"] == [False, False, True, True, False, False]
+
+
+# ----------------------------------------------------------------------------- NEP and APE
+
+
+def test_nep_ape_closed_form() -> None:
+    """-3..6: 3 of 10 negative (0 is neither); positive ones 1..6 average 3.5."""
+    v = np.arange(-3.0, 7.0)
+    assert negative_eigenvalue_proportion(v) == pytest.approx(0.3)
+    assert average_positive_eigenvalue(v) == pytest.approx(3.5)
+    assert np.isnan(average_positive_eigenvalue(-v[v > 0]))
+    assert np.isnan(negative_eigenvalue_proportion(np.array([np.nan])))
+
+
+def test_nep_ape_against_a_loop_and_the_integrals() -> None:
+    """NEP and APE of random 'spectra' equal a plain loop over the values, and the paper's integrals
+    over the empirical density (a histogram with a bin edge at 0, integrated bin by bin)."""
+    rng = np.random.default_rng(3)
+    ev = np.concatenate([-rng.exponential(2.0, (20, 5)), rng.exponential(30.0, (20, 5))], axis=0)
+    ev[0, 0] = np.nan  # dropped
+    finite = [float(x) for x in ev.ravel() if not math.isnan(x)]
+    n_neg = sum(1 for x in finite if x < 0)
+    pos = [x for x in finite if x > 0]
+    s = spectrum_summary(HessianSpectrum(eigenvalues=ev, n_hvp=np.ones(40, int), converged=np.ones(40, bool)))
+    assert s["NEP"] == pytest.approx(n_neg / len(finite))
+    assert s["APE"] == pytest.approx(sum(pos) / len(pos))
+    # integrals of the density p on a fine grid with 0 as an edge: int_{-inf}^0 p, int_0^inf l p / int_0^inf p
+    edges = np.concatenate([np.linspace(min(finite) - 1, 0, 20001), np.linspace(0, max(finite) + 1, 200001)[1:]])
+    p, _ = np.histogram(finite, bins=edges, density=True)
+    width, mid = np.diff(edges), (edges[:-1] + edges[1:]) / 2
+    right = mid > 0
+    assert s["NEP"] == pytest.approx(float((p * width)[~right].sum()), abs=1e-9)
+    ape = float((mid * p * width)[right].sum() / (p * width)[right].sum())
+    assert s["APE"] == pytest.approx(ape, rel=1e-4)
+    assert s["median max eigenvalue"] == pytest.approx(float(np.median(np.nanmax(ev, axis=1))))

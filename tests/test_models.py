@@ -346,3 +346,55 @@ def test_stochastic_depth_off_in_eval_and_on_in_train(name: str) -> None:
         model.train()
         with analysis_mode(model):
             torch.testing.assert_close(model(x), ref)
+
+
+# --------------------------------------------------------------------------- GAP classifier (Fig. 6)
+
+
+def _gap_vit() -> ViT:
+    torch.manual_seed(0)
+    model = get_model("vit_ti_tiny", global_pool="avg").eval()
+    with torch.no_grad():  # a generic fc_norm (not the identity affine map)
+        model.fc_norm.weight.normal_(1.0, 0.3)
+        model.fc_norm.bias.normal_(0.0, 0.3)
+    return model
+
+
+def test_gap_vit_forward_equals_a_hand_computation() -> None:
+    """Patch embedding (a strided conv), class token, position embedding, timm's blocks; then the
+    mean of the final *patch* tokens (the class token left out), LayerNorm, linear head."""
+    model = _gap_vit()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        p = model.patch_embed.proj
+        t = torch.nn.functional.conv2d(x, p.weight, p.bias, stride=p.stride).flatten(2).transpose(1, 2)
+        t = torch.cat([model.cls_token.expand(3, -1, -1), t], dim=1) + model.pos_embed
+        for blk in model.transformer:
+            t = blk(t)
+        pooled = t[:, 1:].mean(dim=1)
+        mu, var = pooled.mean(-1, keepdim=True), pooled.var(-1, unbiased=False, keepdim=True)
+        normed = (pooled - mu) / torch.sqrt(var + model.fc_norm.eps) * model.fc_norm.weight + model.fc_norm.bias
+        expected = normed @ model.head.weight.T + model.head.bias
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+        # the class token's final state does not reach the logits (with avg pooling)
+        assert isinstance(model.norm, torch.nn.Identity)
+        assert not torch.allclose(expected, model.head(model.fc_norm(t[:, 0])))
+
+
+def test_gap_vit_blocks_reproduce_forward() -> None:
+    model = _gap_vit()
+    _check_blocks(model, torch.randn(2, 3, 32, 32))
+    assert [b.kind for b in model.blocks()][-1] == "head"
+
+
+def test_global_pool_is_a_spelled_out_setting() -> None:
+    from hdvit_lib.models import model_settings
+    from hdvit_lib.train.cache import run_config
+
+    assert model_settings("vit_ti")["global_pool"] == "token"
+    assert model_settings("vit_local_tiny")["global_pool"] == "token"
+    default = run_config("vit_ti")
+    assert default == run_config("vit_ti", model_cfg={"global_pool": "token"})
+    assert default != run_config("vit_ti", model_cfg={"global_pool": "avg"})
+    with pytest.raises(ValueError, match=r"global_pool='max'.*'token', 'avg'"):
+        get_model("vit_ti_tiny", global_pool="max")

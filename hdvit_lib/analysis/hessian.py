@@ -536,3 +536,49 @@ def spectrum(
 
 def _same_shape(a: Batch, b: Batch) -> bool:
     return a[0].shape == b[0].shape and a[1].shape == b[1].shape
+
+
+# ----------------------------------------------------------------------------- summary: NEP and APE
+def negative_eigenvalue_proportion(values: np.ndarray) -> float:
+    """NEP (Park & Kim 2022, Sec. 2.2): ``NEP = int_{-inf}^0 p(lambda) d lambda``, the probability
+    mass of the spectrum ``p`` below zero; on the computed eigenvalues (their empirical
+    distribution) the share that is negative. Lower is better (less non-convex). NaNs are dropped;
+    NaN if none is left."""
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    return float((v < 0).mean()) if len(v) else float("nan")
+
+
+def average_positive_eigenvalue(values: np.ndarray) -> float:
+    """APE (Park & Kim 2022, Sec. 2.2): ``APE = int_0^inf lambda p(lambda) d lambda /
+    int_0^inf p(lambda) d lambda``, the mean of the positive part of the spectrum ``p``; on the
+    computed eigenvalues the mean of the positive ones. Lower is better (flatter). NaN if none
+    is positive."""
+    v = np.asarray(values, dtype=float).ravel()
+    pos = v[np.isfinite(v) & (v > 0)]
+    return float(pos.mean()) if len(pos) else float("nan")
+
+
+def spectrum_summary(spec: HessianSpectrum) -> dict[str, float]:
+    """The numbers the claim checks read off a Hessian max-eigenvalue spectrum (all its computed
+    eigenvalues, every mini-batch pooled; non-finite ones dropped):
+
+    - ``"NEP"``: negative eigenvalue proportion (:func:`negative_eigenvalue_proportion`);
+    - ``"APE"``: average of the positive eigenvalues (:func:`average_positive_eigenvalue`);
+    - ``"median |negative|"``, ``"median positive"``: medians of the negative eigenvalues'
+      magnitudes and of the positive eigenvalues;
+    - ``"median max eigenvalue"``: the median over mini-batches of each batch's largest eigenvalue.
+    """
+    ev = np.asarray(spec.eigenvalues, dtype=float)
+    v = ev[np.isfinite(ev)]
+    neg, pos = -v[v < 0], v[v > 0]
+    rows = [r[np.isfinite(r)] for r in np.atleast_2d(ev)]
+    top = np.array([r.max() for r in rows if len(r)])
+    nan = float("nan")
+    return {
+        "NEP": negative_eigenvalue_proportion(v),
+        "APE": average_positive_eigenvalue(v),
+        "median |negative|": float(np.median(neg)) if len(neg) else nan,
+        "median positive": float(np.median(pos)) if len(pos) else nan,
+        "median max eigenvalue": float(np.median(top)) if len(top) else nan,
+    }

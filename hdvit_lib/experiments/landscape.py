@@ -7,6 +7,8 @@
   trained on 6% of the data.
 - ``notebooks/05_inductive_bias``: Figs. 5-7 and C.2: test error against training NLL across models,
   data fractions and patch sizes.
+- ``notebooks/06_gap_classifier``: Fig. 6: spectra at the end of warm-up of a ViT with a class-token
+  classifier and one with a global-average-pooling (GAP) classifier.
 - ``notebooks/07_local_msa``: ViT with local MSA (window 3, 5, ... up to global attention).
 
 One function per chapter step. Models come from the zoo cache (``load_or_train``), keyed by a *run*:
@@ -31,7 +33,12 @@ import plotly.graph_objects as go
 import torch
 from torch import nn
 
-from hdvit_lib.analysis.hessian import HessianSpectrum, analysis_mode, spectrum
+from hdvit_lib.analysis.hessian import (
+    HessianSpectrum,
+    analysis_mode,
+    spectrum,
+    spectrum_summary,
+)
 from hdvit_lib.analysis.landscape import (
     Landscape,
     Trajectory,
@@ -68,6 +75,8 @@ SWEEPS: dict[str, dict[str, list]] = {
     "paper": {"data_fractions": [0.02, 0.1, 0.3, 1.0], "fraction_models": ["resnet50", "vit_ti"],
               "patch_sizes": [1, 2, 4, 8], "windows": [3, 5, 7, 9]},
 }
+#: Fig. 6: the ViT's classifiers (``global_pool`` setting) and their names.
+CLASSIFIERS = {"token": "CLS token", "avg": "GAP"}
 #: Patch sizes (dividing 32) and windows the live controls offer.
 LIVE_PATCH_SIZES = (1, 2, 4, 8, 16)
 LIVE_WINDOWS = (1, 3, 5, 7)
@@ -136,6 +145,16 @@ def window_runs(windows: Sequence[int], local_model: str = "vit_local",
     out = {f"window {int(k)}": run_spec(local_model, window=int(k)) for k in windows}
     out["global"] = run_spec(global_model)
     return out
+
+
+def classifier_runs(model: str = "vit_ti", pools: Sequence[str] = tuple(CLASSIFIERS)) -> dict[str, dict[str, Any]]:
+    """Fig. 6: ``model`` with each classifier of ``pools`` (its ``global_pool`` setting), same budget,
+    labelled ``"vit_ti (CLS token)"``, ``"vit_ti (GAP)"``. The class-token run is the plain ``model``
+    run (the default setting spelled out: one cache entry, shared with other chapters)."""
+    unknown = [p for p in pools if p not in CLASSIFIERS]
+    if unknown:
+        raise ValueError(f"unknown classifier(s) {unknown}; choose from {', '.join(map(repr, CLASSIFIERS))}")
+    return {f"{model} ({CLASSIFIERS[p]})": run_spec(model, global_pool=p) for p in pools}
 
 
 def model_at(trained: Any, tag: int | str) -> nn.Module:
@@ -250,21 +269,6 @@ def own_data_spectra(trained: Mapping[str, Any], cfg: dict[str, Any], tag: int |
         batches = hessian_batches(cfg, seed, data_fraction=float(t.config.get("data_fraction", 1.0)))
         out[label] = hessian_spectrum(model_at(t, tag), batches, cfg, seed, name=label)
     return out
-
-
-def spectrum_summary(spec: HessianSpectrum) -> dict[str, float]:
-    """Numbers the claims read off a spectrum: share of negative eigenvalues, median magnitude of the
-    negative and of the positive ones, and the median over mini-batches of the largest eigenvalue."""
-    v = spec.values()
-    v = v[np.isfinite(v)]
-    neg, pos = -v[v < 0], v[v > 0]
-    top = np.nanmax(np.asarray(spec.eigenvalues, dtype=float), axis=1) if len(v) else np.array([np.nan])
-    return {
-        "negative share": float((v < 0).mean()) if len(v) else float("nan"),
-        "median |negative|": float(np.median(neg)) if len(neg) else float("nan"),
-        "median positive": float(np.median(pos)) if len(pos) else float("nan"),
-        "median max eigenvalue": float(np.median(top)),
-    }
 
 
 def plot_spectra_over_training(per_tag: Mapping[str, Mapping[str, HessianSpectrum]]) -> go.Figure:
@@ -465,30 +469,36 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 def sweep_spectrum_figure(value: Any, *, cfg: dict[str, Any], model: str, setting: str, batches: Batches,
-                          seed: int = 0) -> go.Figure:
-    """Train (or load) ``model`` with ``{setting: value}`` and plot its Hessian spectrum (final weights);
-    the ``compute`` of the live controls of chapters 05 and 07."""
+                          seed: int = 0, tag: int | str = "final") -> go.Figure:
+    """Train (or load) ``model`` with ``{setting: value}`` and plot its Hessian spectrum at snapshot
+    ``tag`` (default: final weights); the ``compute`` of the live controls of chapters 05, 06 and 07."""
     from hdvit_lib.plots.hessian import plot_spectrum
 
     t = train_runs({f"{model} {setting}={value}": run_spec(model, **{setting: value})}, cfg, seed)
     label, tr = next(iter(t.items()))
-    return plot_spectrum({label: hessian_spectrum(tr.model, batches, cfg, seed, name=label)},
-                         title=f"Hessian spectrum, {setting}={value}")
+    m = tr.model if tag == "final" else model_at(tr, tag)
+    return plot_spectrum({label: hessian_spectrum(m, batches, cfg, seed, name=label)},
+                         title=_sweep_title(setting, value, tag))
+
+
+def _sweep_title(setting: str, value: Any, tag: int | str) -> str:
+    return f"Hessian spectrum, {setting}={value}" + ("" if tag == "final" else f" at {tag}")
 
 
 def live_sweep_control(cfg: dict[str, Any], model: str, setting: str, values: Sequence[Any],
                        batches: Batches, precomputed: Mapping[Any, HessianSpectrum] | None = None,
-                       seed: int = 0) -> Any:
-    """An ipywidgets slider over ``values`` of ``setting`` (e.g. ``patch_size``, ``window``): shows the
-    precomputed spectrum, or trains/loads the model and computes it live (needs a kernel)."""
+                       seed: int = 0, tag: int | str = "final", kind: str = "slider") -> Any:
+    """An ipywidgets slider (``kind="dropdown"``: a dropdown) over ``values`` of ``setting`` (e.g.
+    ``patch_size``, ``window``, ``global_pool``): shows the precomputed spectrum, or trains/loads the
+    model and computes it at snapshot ``tag`` live (needs a kernel)."""
     from hdvit_lib.plots.hessian import plot_spectrum
     from hdvit_lib.widgets import live_control
 
-    figs = {v: plot_spectrum({f"{setting}={v}": s}, title=f"Hessian spectrum, {setting}={v}")
+    figs = {v: plot_spectrum({f"{setting}={v}": s}, title=_sweep_title(setting, v, tag))
             for v, s in (precomputed or {}).items()}
     compute = functools.partial(sweep_spectrum_figure, cfg=cfg, model=model, setting=setting, batches=batches,
-                                seed=seed)
-    return live_control(values, compute, description=setting, precomputed=figs)
+                                seed=seed, tag=tag)
+    return live_control(values, compute, description=setting, precomputed=figs, kind=kind)
 
 
 # --------------------------------------------------------------------------- claim checks
@@ -530,10 +540,12 @@ def claim_landscape(lands: Mapping[str, Landscape], per_tag: Mapping[str, Mappin
     Hessian eigenvalues are smaller than the ResNet's) while making it non-convex (the ViT has
     negative Hessian eigenvalues, the ResNet few), most of all early in training.
 
-    Measured: ``landscape_curvature`` of both surfaces near the centre (final weights), the median largest Hessian
-    eigenvalue at the last snapshot, and the share of negative eigenvalues at every snapshot.
-    Holds when (a) curvature, (b) largest eigenvalue are lower for the MSA model and (c) its share of
-    negative eigenvalues at the end of warm-up (or the first snapshot present) exceeds the Conv model's."""
+    Measured: ``landscape_curvature`` of both surfaces near the centre (final weights); at the last
+    snapshot the APE (average positive eigenvalue) and the median largest Hessian eigenvalue; the
+    NEP (negative eigenvalue proportion) at every snapshot (``spectrum_summary``). Holds when (a)
+    curvature, (b) the median largest eigenvalue (the verdict reads the median; APE is reported
+    beside it) are lower for the MSA model and (c) its NEP at the end of warm-up (or the first
+    snapshot present) exceeds the Conv model's."""
     paper = ("MSAs flatten the loss landscape: ViT's landscape is flatter than ResNet's (small Hessian "
              "eigenvalues), but non-convex (negative Hessian eigenvalues), especially early in training; "
              "Sec. 2.2, Fig. 1.")
@@ -546,22 +558,24 @@ def claim_landscape(lands: Mapping[str, Landscape], per_tag: Mapping[str, Mappin
     last = tags[-1]
     for tag in tags:
         for k in (conv, msa):
-            measured[f"{k} @ {tag}: negative share"] = summ[tag][k]["negative share"]
+            measured[f"{k} @ {tag}: NEP"] = summ[tag][k]["NEP"]
     for k in (conv, msa):
+        measured[f"{k} @ {last}: APE"] = summ[last][k]["APE"]
         measured[f"{k} @ {last}: median max eigenvalue"] = summ[last][k]["median max eigenvalue"]
     early = "warmup" if "warmup" in summ else tags[0]
     a = _lt(curv[msa], curv[conv])
     b = _lt(summ[last][msa]["median max eigenvalue"], summ[last][conv]["median max eigenvalue"])
-    c = _lt(summ[early][conv]["negative share"], summ[early][msa]["negative share"])
+    c = _lt(summ[early][conv]["NEP"], summ[early][msa]["NEP"])
     holds, head = _head([a, b, c])
+    sm, sc = summ[last][msa], summ[last][conv]
     words = [
         f"(a) {msa}'s surface is {'less' if a else 'more'} curved than {conv}'s ({curv[msa]:.3g} vs {curv[conv]:.3g})"
         if a is not None else "(a) undecided",
         f"(b) its median largest Hessian eigenvalue at {last} is {'smaller' if b else 'larger'} "
-        f"({summ[last][msa]['median max eigenvalue']:.3g} vs {summ[last][conv]['median max eigenvalue']:.3g})"
-        if b is not None else "(b) undecided",
-        f"(c) at {early} {summ[early][msa]['negative share']:.0%} of {msa}'s top eigenvalues are negative, "
-        f"{summ[early][conv]['negative share']:.0%} of {conv}'s" if c is not None else "(c) undecided",
+        f"({sm['median max eigenvalue']:.3g} vs {sc['median max eigenvalue']:.3g}; APE {sm['APE']:.3g} vs "
+        f"{sc['APE']:.3g})" if b is not None else "(b) undecided",
+        f"(c) at {early} NEP is {summ[early][msa]['NEP']:.0%} for {msa}, "
+        f"{summ[early][conv]['NEP']:.0%} for {conv}" if c is not None else "(c) undecided",
     ]
     return Claim(paper, measured, holds, f"{head}: " + "; ".join(words) + ".", preset)
 
@@ -569,33 +583,64 @@ def claim_landscape(lands: Mapping[str, Landscape], per_tag: Mapping[str, Mappin
 def claim_negative_eigenvalues(specs: Mapping[str, HessianSpectrum], conv: str, msa: str, msa_small: str,
                                preset: str = "") -> Claim:
     """Fig. 4's claims, at the end of warm-up: (a) the ViT has more negative Hessian eigenvalues than
-    the ResNet; (b) its positive eigenvalues are smaller; (c) a ViT trained on 6% of the data has
-    more negative eigenvalues (a larger share, larger magnitude) than one trained on all of it:
-    large data sets suppress negative eigenvalues. Holds when all three do."""
+    the ResNet (a larger NEP, negative eigenvalue proportion); (b) its positive eigenvalues are
+    smaller; (c) a ViT trained on 6% of the data has more negative eigenvalues (a larger NEP, larger
+    magnitude) than one trained on all of it: large data sets suppress negative eigenvalues. Holds
+    when all three do. (b) reads the median positive eigenvalue (robust to a few outlying Ritz
+    values); the paper's APE, their mean, is reported beside it."""
     paper = ("At the end of warm-up ViT has many negative Hessian eigenvalues, ResNet only a few; ViT's positive "
              "eigenvalues are small; a ViT trained on 6% of the data has more and larger negative eigenvalues: "
              "large data sets suppress them; Sec. 2.2, Fig. 4.")
     s = {k: spectrum_summary(specs[k]) for k in (conv, msa, msa_small)}
     measured = {f"{k}: {q}": s[k][q] for k in (conv, msa, msa_small)
-                for q in ("negative share", "median |negative|", "median positive")}
-    a = _lt(s[conv]["negative share"], s[msa]["negative share"])
+                for q in ("NEP", "APE", "median |negative|", "median positive")}
+    a = _lt(s[conv]["NEP"], s[msa]["NEP"])
     b = _lt(s[msa]["median positive"], s[conv]["median positive"])
-    share = _lt(s[msa]["negative share"], s[msa_small]["negative share"])
+    share = _lt(s[msa]["NEP"], s[msa_small]["NEP"])
     mag = _lt(s[msa]["median |negative|"], s[msa_small]["median |negative|"])
-    c = None if share is None else bool(share and mag is not False)  # share decides; magnitude if measured
+    c = None if share is None else bool(share and mag is not False)  # NEP decides; magnitude if measured
     holds, head = _head([a, b, c])
     words = [
-        f"(a) negative share {s[msa]['negative share']:.0%} ({msa}) vs {s[conv]['negative share']:.0%} ({conv})",
+        f"(a) NEP {s[msa]['NEP']:.0%} ({msa}) vs {s[conv]['NEP']:.0%} ({conv})",
         (f"(b) median positive eigenvalue {s[msa]['median positive']:.3g} ({msa}) vs "
-        f"{s[conv]['median positive']:.3g} ({conv})"),
-        (f"(c) {msa_small}: negative share {s[msa_small]['negative share']:.0%}, median |negative| "
-        f"{s[msa_small]['median |negative|']:.3g} vs {s[msa]['negative share']:.0%}, "
-        f"{s[msa]['median |negative|']:.3g} for {msa}"),
+         f"{s[conv]['median positive']:.3g} ({conv}); APE {s[msa]['APE']:.3g} vs {s[conv]['APE']:.3g}"),
+        (f"(c) {msa_small}: NEP {s[msa_small]['NEP']:.0%}, median |negative| "
+         f"{s[msa_small]['median |negative|']:.3g} vs {s[msa]['NEP']:.0%}, "
+         f"{s[msa]['median |negative|']:.3g} for {msa}"),
     ]
     verdict = f"{head}: " + "; ".join(words) + (
         ". (Each part: " + ", ".join(f"({p}) {'yes' if f else 'no' if f is False else 'n/a'}"
                                     for p, f in zip("abc", (a, b, c))) + ".)")
     return Claim(paper, measured, holds, verdict, preset)
+
+
+def _or_none(x: float) -> str:
+    return "none (no negative eigenvalue)" if math.isnan(x) else f"{x:.3g}"
+
+
+def claim_gap_classifier(specs: Mapping[str, HessianSpectrum], cls: str, gap: str, preset: str = "") -> Claim:
+    """Fig. 6's claim: a global-average-pooling (GAP) classifier instead of the class token
+    suppresses ViT's negative Hessian max eigenvalues at the end of warm-up: loss landscape
+    smoothing methods aid ViT training.
+
+    Measured for both runs (``spectrum_summary``): NEP (negative eigenvalue proportion), APE
+    (average positive eigenvalue), median magnitude of the negative eigenvalues. Holds when the
+    GAP run's NEP is lower than the class-token run's (the verdict reads NEP only; APE and the
+    magnitude are reported as context); undecided if either NEP is NaN."""
+    paper = ("A GAP classifier suppresses the negative Hessian max eigenvalues of ViT (fewer negative "
+             "eigenvalues than with a CLS token, at the end of warm-up): loss landscape smoothing methods "
+             "aid ViT training; Sec. 2.2, Fig. 6.")
+    s = {k: spectrum_summary(specs[k]) for k in (cls, gap)}
+    measured = {f"{k}: {q}": s[k][q] for k in (cls, gap) for q in ("NEP", "APE", "median |negative|")}
+    lower = _lt(s[gap]["NEP"], s[cls]["NEP"])
+    if lower is None:
+        return Claim(paper, measured, None, "undecided in this run: a spectrum has no finite eigenvalues.", preset)
+    head = "holds in this run" if lower else "does not hold in this run"
+    verdict = (f"{head}: NEP {s[gap]['NEP']:.0%} with {gap} vs {s[cls]['NEP']:.0%} with {cls} "
+               f"({'lower' if lower else 'not lower'}); APE {s[gap]['APE']:.3g} vs {s[cls]['APE']:.3g}; "
+               f"median |negative| {_or_none(s[gap]['median |negative|'])} vs {_or_none(s[cls]['median |negative|'])}; "
+               f"from {np.asarray(specs[gap].eigenvalues).size} eigenvalues per model.")
+    return Claim(paper, measured, lower, verdict, preset)
 
 
 def claim_error_vs_nll(fit: FitResult, preset: str = "", strong: float = 0.5) -> Claim:
@@ -640,9 +685,9 @@ def claim_local_msa(fit: FitResult, specs: Mapping[str, HessianSpectrum], global
     """The local-MSA claim: a locality constraint helps ViT: local MSAs (small windows) reach a
     lower training NLL and test error than global MSA, and suppress negative Hessian eigenvalues.
 
-    Measured for each window: test error, training NLL, share of negative eigenvalues. Holds when the
-    best local window beats global attention in error and in training NLL, and the local windows
-    have a smaller share of negative eigenvalues on average."""
+    Measured for each window: test error, training NLL, NEP (negative eigenvalue proportion). Holds
+    when the best local window beats global attention in error and in training NLL, and the local
+    windows have a lower NEP on average."""
     paper = ("A locality constraint improves ViT: MSAs with a small local window reach a lower training NLL and "
              "test error than global MSAs, and have fewer negative Hessian eigenvalues; Sec. 2, Figs. 6-7.")
     if global_label not in fit.labels:
@@ -652,7 +697,7 @@ def claim_local_msa(fit: FitResult, specs: Mapping[str, HessianSpectrum], global
         measured[f"{label}: error"] = float(fit.error_test[i])
         measured[f"{label}: NLL_train"] = float(fit.nll_train[i])
         if label in specs:
-            measured[f"{label}: negative share"] = spectrum_summary(specs[label])["negative share"]
+            measured[f"{label}: NEP"] = spectrum_summary(specs[label])["NEP"]
     g = fit.labels.index(global_label)
     local = [i for i in range(len(fit.labels)) if i != g]
     if not local:
@@ -660,15 +705,15 @@ def claim_local_msa(fit: FitResult, specs: Mapping[str, HessianSpectrum], global
     best = min(local, key=lambda i: fit.error_test[i])
     a = _lt(fit.error_test[best], fit.error_test[g])
     b = _lt(min(fit.nll_train[i] for i in local), fit.nll_train[g])
-    neg_local = [spectrum_summary(specs[fit.labels[i]])["negative share"] for i in local if fit.labels[i] in specs]
-    neg_g = spectrum_summary(specs[global_label])["negative share"] if global_label in specs else float("nan")
+    neg_local = [spectrum_summary(specs[fit.labels[i]])["NEP"] for i in local if fit.labels[i] in specs]
+    neg_g = spectrum_summary(specs[global_label])["NEP"] if global_label in specs else float("nan")
     c = _lt(float(np.mean(neg_local)) if neg_local else float("nan"), neg_g)
     holds, head = _head([a, b, c])
     words = [
         (f"the best local window ({fit.labels[best]}) has test error {fit.error_test[best]:.1%} vs "
         f"{fit.error_test[g]:.1%} for global attention"),
         f"lowest local training NLL {min(fit.nll_train[i] for i in local):.3f} vs {fit.nll_train[g]:.3f}",
-        (f"mean negative-eigenvalue share of the local windows {np.mean(neg_local) if neg_local else float('nan'):.0%} "
-        f"vs {neg_g:.0%}"),
+        (f"mean NEP of the local windows {np.mean(neg_local) if neg_local else float('nan'):.0%} "
+        f"vs {neg_g:.0%} for global attention"),
     ]
     return Claim(paper, measured, holds, f"{head}: " + "; ".join(words) + ".", preset)

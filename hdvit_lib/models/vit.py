@@ -108,6 +108,26 @@ class ClassTokenHead(nn.Module):
         return self.head(self.drop(self.norm(x[:, 0])))
 
 
+class AvgPoolHead(nn.Module):
+    """``head(drop(fc_norm(mean_i x[:, prefix + i])))``: the global-average-pooling (GAP) classifier,
+    in timm's order for ``global_pool="avg"``: the mean of the patch tokens (prefix tokens such as the
+    class token left out), then the norm (timm's ``fc_norm``), dropout and the classifier."""
+
+    def __init__(self, norm: nn.Module, head: nn.Module, drop: nn.Module | None = None,
+                 prefix_tokens: int = 1) -> None:
+        super().__init__()
+        self.norm, self.head, self.drop = norm, head, drop or nn.Identity()
+        self.prefix_tokens = prefix_tokens
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(self.norm(x[:, self.prefix_tokens:].mean(dim=1))))
+
+
+#: The ViT's classifiers: class token (``"token"``, the paper's ViT) or global average pooling of
+#: the patch tokens (``"avg"``, the GAP classifier of the paper's Fig. 6).
+GLOBAL_POOLS = ("token", "avg")
+
+
 def transformer_blocks(blk: nn.Module, name: str, stage: int = 0, layout: str = "tokens",
                        prefix_tokens: int = 1) -> list[Block]:
     """Split a timm pre-norm ``Block`` into its ``msa`` and ``mlp`` residual halves."""
@@ -120,6 +140,10 @@ def transformer_blocks(blk: nn.Module, name: str, stage: int = 0, layout: str = 
 class ViT(VisionTransformer):
     """timm ``VisionTransformer`` with a class token, optionally with local (windowed) MSAs.
 
+    ``global_pool``: the classifier reads the class token (``"token"``) or the mean of the patch
+    tokens (``"avg"``, a GAP classifier; the class token is still there and attended to, as in
+    timm). With ``"avg"`` timm moves the final LayerNorm after the pooling (``fc_norm``).
+
     ``model.blocks()`` is the zoo's block listing, so timm's ``blocks`` container is renamed
     ``transformer`` (keys ``transformer.N.*``; ``hdvit_lib.pretrained`` maps the authors'
     ``blocks.N.*``). timm's ``forward_intermediates`` is not supported.
@@ -127,7 +151,10 @@ class ViT(VisionTransformer):
 
     def __init__(self, img_size: int = 32, patch_size: int = 2, embed_dim: int = 192, depth: int = 12,
                  num_heads: int = 3, num_classes: int = 10, mlp_ratio: float = 4.0, qkv_bias: bool = False,
-                 window: int | None = None, drop_path_rate: float = 0.0) -> None:
+                 window: int | None = None, drop_path_rate: float = 0.0, global_pool: str = "token") -> None:
+        if global_pool not in GLOBAL_POOLS:
+            raise ValueError(f"global_pool={global_pool!r} is not a ViT classifier; choose one of "
+                             f"{', '.join(map(repr, GLOBAL_POOLS))} (class token, global average pooling)")
         check_patch(patch_size, img_size)
         check_heads([embed_dim], [num_heads])
         grid = img_size // patch_size
@@ -135,7 +162,7 @@ class ViT(VisionTransformer):
             check_window(window, grid)
         super().__init__(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
                          num_heads=num_heads, num_classes=num_classes, mlp_ratio=mlp_ratio,
-                         qkv_bias=qkv_bias, class_token=True, global_pool="token",
+                         qkv_bias=qkv_bias, class_token=True, global_pool=global_pool,
                          drop_path_rate=drop_path_rate)
         # Re-register timm's nn.Sequential under a name that does not clash with blocks(): a module
         # shadowed by a method breaks get_submodule and torch.func.functional_call.
@@ -159,6 +186,10 @@ class ViT(VisionTransformer):
         out = [Block("embed", "embed", _Embed(self), layout="tokens", prefix_tokens=1)]
         for i, blk in enumerate(self.transformer):
             out += transformer_blocks(blk, f"block{i}")
-        head = ClassTokenHead(nn.Sequential(self.norm, self.fc_norm), self.head, self.head_drop)
+        if self.global_pool == "avg":  # timm: norm is Identity, fc_norm after the pooling
+            head: nn.Module = AvgPoolHead(nn.Sequential(self.norm, self.fc_norm), self.head, self.head_drop,
+                                          self.num_prefix_tokens)
+        else:
+            head = ClassTokenHead(nn.Sequential(self.norm, self.fc_norm), self.head, self.head_drop)
         out.append(Block("head", "head", head, layout="vector"))
         return out
