@@ -156,7 +156,8 @@ def test_hessian_spectra_use_the_snapshot_and_match_a_dense_hessian():
 
     def loss(flat):
         w, b = flat[:12].reshape(shapes[0]), flat[12:]
-        return nn.functional.cross_entropy(x.double() @ w.T + b, y) + wd / 2 * (flat**2).sum()
+        # the landscape's loss: NLL + wd * sum of the per-tensor (unsquared) L2 norms
+        return nn.functional.cross_entropy(x.double() @ w.T + b, y) + wd * (w.norm() + b.norm())
 
     flat = torch.cat([warm["weight"].ravel(), warm["bias"]]).double()
     ev = torch.linalg.eigvalsh(torch.func.hessian(loss)(flat)).numpy()
