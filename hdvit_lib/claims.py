@@ -7,7 +7,39 @@ the notebook displays it. ``holds`` is None where the run cannot decide (e.g. Na
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+#: The words of each outcome of :func:`verdict`, for every chapter.
+HOLDS, DOES_NOT, IN_PART, WHERE_DECIDED, UNDECIDED = (
+    "holds in this run",
+    "does not hold in this run",
+    "holds only in part in this run",
+    "holds where this run could decide, undecided elsewhere",
+    "undecided in this run",
+)
+
+
+def verdict(parts: Sequence[bool | None]) -> tuple[bool | None, str]:
+    """The one verdict rule of the book: a claim's parts (sub-claims (a), (b), ...) are each True,
+    False or None -- undecided, because it could not be measured in this run or its effect lies
+    within the run's noise (each chapter states its noise rule beside the number). Then:
+
+    - every part True -> ``(True, HOLDS)``;
+    - every part False -> ``(False, DOES_NOT)``;
+    - some True and some False -> ``(False, IN_PART)``: a claim holds only as a whole;
+    - the decided parts all True, the others undecided -> ``(None, WHERE_DECIDED)``;
+    - the decided parts all False, the others undecided -> ``(False, DOES_NOT)``;
+    - no part decided (or no part) -> ``(None, UNDECIDED)``.
+    """
+    known = [bool(p) for p in parts if p is not None]
+    if not known:
+        return None, UNDECIDED
+    if all(known):
+        return (True, HOLDS) if len(known) == len(parts) else (None, WHERE_DECIDED)
+    if not any(known):
+        return False, DOES_NOT
+    return False, IN_PART
 
 
 def _fmt(v: float) -> str:

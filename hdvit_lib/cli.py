@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("analyze", help="run an analysis on a cached (or freshly trained) model; write JSON")
     a.add_argument("analysis", choices=ANALYSES, help="hessian: top-k eigenvalues per mini-batch (Fig. 4); "
-                   "landscape: 2-D loss surface (Fig. 1b)")
+                   "landscape: 2-D loss surface (Fig. 1a)")
     _add_run_args(a)
     a.add_argument("--snapshot", default="final", help="init | warmup | final | an epoch number")
     a.add_argument("--out", required=True, help="where rank 0 writes the result (JSON)")

@@ -93,7 +93,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "hessian_k": 5,
         "landscape_points": 21,
         "landscape_images": 10000,
-        "landscape_amp": True,  # bf16 forward passes (Fig. 1b at 21x21 x 10k images on a GPU)
+        "landscape_amp": True,  # bf16 forward passes (Fig. 1a at 21x21 x 10k images on a GPU)
         "analysis_images": 1000,
         # "official": the authors' CIFAR-100 checkpoints (hdvit_lib.pretrained) for the models
         # that have one, at their default settings on all of the data; every other run is trained.

@@ -1,6 +1,6 @@
-"""The AlterNet build-up rule as a search over MSA placements (Park & Kim 2022, Sec. 5, Fig. 11-12).
+"""The AlterNet build-up rule as a search over MSA placements (Park & Kim 2022, Sec. 4, Fig. 11-12).
 
-The paper states the rule in three lines (Sec. 5.2):
+The paper states the rule in three lines (Sec. 4):
 
 1. *Alternately replace Conv blocks with MSA blocks from the end of a baseline CNN model.*
 2. *If the added MSA block does not improve predictive performance, replace a Conv block
@@ -148,7 +148,7 @@ def build_up(
     min_delta: float = 0.0,
     max_evals: int | None = None,
 ) -> BuildUpTrace:
-    """Run the AlterNet build-up rule (Park & Kim 2022, Sec. 5.2, Fig. 11-12) as a greedy search.
+    """Run the AlterNet build-up rule (Park & Kim 2022, Sec. 4, Fig. 11-12) as a greedy search.
 
     State ``m = (m_1, ..., m_S)``, MSAs per stage from the stage's end, starting at the baseline
     CNN ``m = 0``. A round tries ``m + e_s`` for ``s = S, S-1, ..., 1`` (skipping full stages,

@@ -1,4 +1,4 @@
-"""Representation similarity by linear CKA (Park & Kim 2022, Sec. 4.1, Fig. 10a).
+"""Representation similarity by linear CKA (Park & Kim 2022, Sec. 4, Fig. 10a).
 
 Centered kernel alignment (Kornblith et al. 2019) of every pair of block outputs. Over many
 images it is estimated by minibatch CKA with the unbiased HSIC (Nguyen, Raghu & Kornblith 2021,

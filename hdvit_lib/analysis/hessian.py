@@ -1,4 +1,4 @@
-"""Hessian eigenvalues of the training loss (Park & Kim 2022, Sec. 2.2, Fig. 1c and Fig. 4).
+"""Hessian eigenvalues of the training loss (Park & Kim 2022, Sec. 2, Fig. 1b and Fig. 4).
 
 The paper measures, for each of many mini-batches (batch 16, 10% of the training set), the top-5
 eigenvalues of the Hessian ``H = d^2 L / dw^2`` of the training loss "NLL + L2" by deflated power
@@ -255,7 +255,7 @@ def hvp(
 ) -> torch.Tensor:
     """Hessian-vector product ``H v`` of the mini-batch training loss w.r.t. all trainable parameters.
 
-    ``L(w) = criterion(model(x; w), y) + weight_decay * sum_k ||w_k||`` (Park & Kim 2022, Sec. 2.2:
+    ``L(w) = criterion(model(x; w), y) + weight_decay * sum_k ||w_k||`` (Park & Kim 2022, Sec. 2:
     "NLL + L2"; ``penalty="squared"``: ``weight_decay / 2 * ||w||^2``); ``y``: class indices or soft
     targets (default criterion: soft-target cross-entropy); ``v`` and the result are flat vectors in the order of
     ``model.named_parameters()`` (trainable ones). Computed in :func:`analysis_mode` (BatchNorm in
@@ -474,7 +474,7 @@ def spectrum(
     distributed: bool | str = "auto",
     penalty: str = "authors",
 ) -> HessianSpectrum:
-    """Top-``k`` Hessian eigenvalues on each of ``n_batches`` mini-batches (Park & Kim 2022, Fig. 1c, Fig. 4).
+    """Top-``k`` Hessian eigenvalues on each of ``n_batches`` mini-batches (Park & Kim 2022, Fig. 1b, Fig. 4).
 
     The paper: top-5 per mini-batch of 16, over 10% of the training set, by power iteration; the
     loss: :func:`top_eigenvalues` (NLL + ``weight_decay * sum_k ||w_k||`` by default, the
@@ -540,7 +540,7 @@ def _same_shape(a: Batch, b: Batch) -> bool:
 
 # ----------------------------------------------------------------------------- summary: NEP and APE
 def negative_eigenvalue_proportion(values: np.ndarray) -> float:
-    """NEP (Park & Kim 2022, Sec. 2.2): ``NEP = int_{-inf}^0 p(lambda) d lambda``, the probability
+    """NEP (Park & Kim 2022, Sec. 2): ``NEP = int_{-inf}^0 p(lambda) d lambda``, the probability
     mass of the spectrum ``p`` below zero; on the computed eigenvalues (their empirical
     distribution) the share that is negative. Lower is better (less non-convex). NaNs are dropped;
     NaN if none is left."""
@@ -550,7 +550,7 @@ def negative_eigenvalue_proportion(values: np.ndarray) -> float:
 
 
 def average_positive_eigenvalue(values: np.ndarray) -> float:
-    """APE (Park & Kim 2022, Sec. 2.2): ``APE = int_0^inf lambda p(lambda) d lambda /
+    """APE (Park & Kim 2022, Sec. 2): ``APE = int_0^inf lambda p(lambda) d lambda /
     int_0^inf p(lambda) d lambda``, the mean of the positive part of the spectrum ``p``; on the
     computed eigenvalues the mean of the positive ones. Lower is better (flatter). NaN if none
     is positive."""

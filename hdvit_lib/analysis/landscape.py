@@ -1,4 +1,4 @@
-"""Loss landscapes along random directions scaled to the weights (Park & Kim 2022, Sec. 2.2, Fig. 1a, Fig. 5).
+"""Loss landscapes along random directions scaled to the weights (Park & Kim 2022, Sec. 2, Fig. 1a, Fig. 5).
 
 The paper visualises ``L(w* + a d1 + b d2)`` on a 2-D grid around the trained weights ``w*``,
 with ``d1, d2`` random Gaussian directions scaled to the weights, and plots the training loss as the

@@ -1,4 +1,4 @@
-"""Lesion study: remove one block at a time (Park & Kim 2022, Sec. 4.1, Fig. 10b).
+"""Lesion study: remove one block at a time (Park & Kim 2022, Sec. 4, Fig. 10b).
 
 The paper's claim: removing an MSA near the end of a stage hurts more than removing one at its
 start, and removing late Convs (of ResNet) hurts least -- MSAs at the end of a stage matter.

@@ -1,5 +1,5 @@
 """The training loss that the loss landscape and the Hessian spectra measure (Park & Kim 2022,
-Sec. 2.2, Figs. 1, 4, 5, 12c): one definition, used by both.
+Sec. 2, Figs. 1, 4, 5, 12c): one definition, used by both.
 
 The authors plot "NLL + L2" (``losslandscape.ipynb``): the mean cross-entropy against the *soft*
 targets of their training pipeline (augmented training images, Mixup/CutMix, label smoothing 0.1;

@@ -1,4 +1,4 @@
-"""Feature map variance per block (Park & Kim 2022, Sec. 4.2, Fig. 9 and Fig. D.1).
+"""Feature map variance per block (Park & Kim 2022, Sec. 3, Fig. 9 and Fig. D.1).
 
 The paper's claim: MSAs aggregate feature maps (reduce their variance) while Convs and MLPs
 diversify them (increase it); variance accumulates in each stage and drops where MSAs sit.
@@ -55,7 +55,7 @@ def feature_map_variance(
     device: str | torch.device | None = None,
     model_name: str = "",
 ) -> VarianceResult:
-    """Feature map variance of every block's output (Park & Kim 2022, Sec. 4.2, Fig. 9).
+    """Feature map variance of every block's output (Park & Kim 2022, Sec. 3, Fig. 9).
 
     ``v_l = mean_{b, c} Var_{h, w}[z_l(b, c, h, w)]``: for each image b and channel c, the
     (unbiased) variance over the spatial positions of block l's output, averaged over images and

@@ -24,7 +24,7 @@ The class prototypes (blob layouts, texture orientation/frequency/colour) depend
 ``num_classes`` (a fixed "world" seed), so every ``seed`` and split draws from the *same*
 distribution; ``seed`` and ``split`` choose the samples. The radially averaged power spectrum falls
 roughly as ``1/f^2`` (log-log slope about -2), and classifiers restricted to either band
-(``f <= 4`` or ``f >= 7``) beat chance, so the Fourier chapters (Park & Kim 2022, Sec. 2.2/3) have
+(``f <= 4`` or ``f >= 7``) beat chance, so the Fourier chapters (Park & Kim 2022, Secs. 2 and 3) have
 both low- and high-frequency information to lean on.
 """
 

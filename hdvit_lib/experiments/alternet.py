@@ -1,4 +1,4 @@
-"""Orchestration of the AlterNet chapters (Park & Kim 2022, Sec. 5, Figs. 3, 11, 12) and the
+"""Orchestration of the AlterNet chapters (Park & Kim 2022, Sec. 4, Figs. 3, 11, 12) and the
 critical analysis.
 
 - ``notebooks/03_three_patterns``: Fig. 3, the three repeating patterns (Conv stages that end in
@@ -31,7 +31,7 @@ from torch import nn
 from hdvit_lib.analysis.buildup import BuildUpTrace, build_up, evaluate_placement
 from hdvit_lib.analysis.hessian import HessianSpectrum, spectrum_summary
 from hdvit_lib.analysis.result import Result
-from hdvit_lib.claims import Claim
+from hdvit_lib.claims import Claim, verdict
 from hdvit_lib.data.corruptions import (
     CORRUPTIONS,
     SEVERITIES,
@@ -283,12 +283,13 @@ def claim_patterns(layouts: Mapping[str, BlockLayout], preset: str = "") -> Clai
             measured[f"{name} MSAs / Convs"] = p["n_msa"] / max(p["n_conv"], 1)
             checks.append(p["msa_stage_end"] == 1.0)
     kinds = {p["pattern"].split(":")[0] for p in pats.values()}
-    holds = bool(checks) and all(checks) and {"CNN", "canonical Transformer", "alternating"} <= kinds
-    verdict = ("; ".join(words) + ". " + ("Each model follows its pattern as drawn in Fig. 3."
-               if holds else "Not every pattern of Fig. 3 is present or followed (see the numbers)."))
+    present = {"CNN", "canonical Transformer", "alternating"} <= kinds
+    holds, head = verdict([*checks, present] if checks else [])
+    words_all = ("; ".join(words) + ". " + ("Each model follows its pattern as drawn in Fig. 3."
+                 if holds else "Not every pattern of Fig. 3 is present or followed (see the numbers)."))
     return Claim(paper="CNN stages are Conv blocks ending in subsampling (where spatial smoothing sits); "
                  "ViT stages repeat MSA -> MLP; AlterNet's stages are Conv blocks ending with an MSA block (Fig. 3).",
-                 measured=measured, holds=holds, verdict=verdict, preset=preset)
+                 measured=measured, holds=holds, verdict=f"{head}: {words_all}", preset=preset)
 
 
 # --------------------------------------------------------------------------- Fig. 11: AlterNet-50
@@ -457,13 +458,14 @@ def claim_buildup(trace: BuildUpTrace, n_test: int, preset: str = "") -> Claim:
     base = trace.metrics[0]
     best = trace.best_metric
     se = math.sqrt(2) * binomial_se(base, n_test)
-    holds, words = _diff_verdict(best - base, se, "best minus CNN baseline")
+    part, words = _diff_verdict(best - base, se, "best minus CNN baseline")
+    holds, head = verdict([part])
     measured = {"baseline accuracy": base, "best accuracy": best, "MSAs accepted": float(sum(trace.best_placement)),
                 "candidates evaluated": float(len(trace.metrics))}
     return Claim(paper="Replacing Convs at the end of stages with MSAs, one by one by the build-up rule, raises "
                  "CIFAR-100 accuracy from 82.5% (ResNet-50) to 84.0% (AlterNet-50) (Fig. 12a).",
                  measured=measured, holds=holds,
-                 verdict=f"Best placement {tuple(trace.best_placement)} ({trace.stop_reason}); {words}.",
+                 verdict=f"{head}: best placement {tuple(trace.best_placement)} ({trace.stop_reason}); {words}.",
                  preset=preset)
 
 
@@ -504,12 +506,12 @@ def claim_robustness(results: Mapping[str, RobustnessCResult], alternet: str = "
     other_r = max((v for k, v in rob.items() if k != alternet), default=float("nan"))
     se = math.sqrt(2) * binomial_se(rob[alternet], n * len(results[alternet].names) * len(results[alternet].severities))
     holds_r, words = _diff_verdict(rob[alternet] - other_r, se, "robustness lead over the best other model")
-    holds = None if holds_r is None else bool(holds_r and rank_a == 1)
+    holds, head = verdict([rank_a == 1, holds_r])
     measured = {f"{k} acc": acc[k] for k in acc} | {f"{k} robustness": rob[k] for k in rob}
     return Claim(paper="AlterNet is both more accurate and more robust to corruptions than ResNet, ViT, PiT and Swin "
                  "(Fig. 12b, CIFAR-100-C).", measured=measured, holds=holds,
-                 verdict=f"{alternet} ranks {rank_a} of {len(acc)} in clean accuracy and {rank_r} in robustness "
-                 f"({n} images); {words} (correlated corruptions: the SE is optimistic).", preset=preset)
+                 verdict=f"{head}: {alternet} ranks {rank_a} of {len(acc)} in clean accuracy and {rank_r} in "
+                 f"robustness ({n} images); {words} (correlated corruptions: the SE is optimistic).", preset=preset)
 
 
 # --------------------------------------------------------------------------- Fig. 12c: Hessian
@@ -543,12 +545,13 @@ def claim_hessian(spectra: Mapping[str, HessianSpectrum], alternet: str = "alter
     measured = {f"{k} {q}": v[q] for q in ("median max eigenvalue", "APE", "NEP") for k, v in s.items()}
     n = spectra[alternet].eigenvalues.size
     top = {k: s[k]["median max eigenvalue"] for k in (alternet, cnn)}
-    verdict = (f"{alternet}'s median top eigenvalue is {'below' if smaller else 'above'} {cnn}'s "
-               f"({top[alternet]:.3g} vs {top[cnn]:.3g}; APE {s[alternet]['APE']:.3g} vs {s[cnn]['APE']:.3g}); "
-               f"its NEP is {s[alternet]['NEP']:.2f} vs {vit}'s {s[vit]['NEP']:.2f}; from {n} eigenvalues per model.")
+    holds, head = verdict([bool(smaller), bool(fewer_neg)])
+    words = (f"{head}: {alternet}'s median top eigenvalue is {'below' if smaller else 'above'} {cnn}'s "
+             f"({top[alternet]:.3g} vs {top[cnn]:.3g}; APE {s[alternet]['APE']:.3g} vs {s[cnn]['APE']:.3g}); "
+             f"its NEP is {s[alternet]['NEP']:.2f} vs {vit}'s {s[vit]['NEP']:.2f}; from {n} eigenvalues per model.")
     return Claim(paper="MSAs in AlterNet suppress the large Hessian eigenvalues of ResNet (a flatter loss) without "
-                 "ViT's many negative eigenvalues (Fig. 12c).", measured=measured, holds=bool(smaller and fewer_neg),
-                 verdict=verdict, preset=preset)
+                 "ViT's many negative eigenvalues (Fig. 12c).", measured=measured, holds=holds,
+                 verdict=words, preset=preset)
 
 
 # --------------------------------------------------------------------------- chapter 13: critical analysis
@@ -626,13 +629,14 @@ def claim_flattening(before: HessianSpectrum, after: HessianSpectrum, preset: st
     eigenvalue) and NEP (negative eigenvalue proportion) are reported beside it."""
     b, a = spectrum_summary(before), spectrum_summary(after)
     top = "median max eigenvalue"
-    holds = a[top] < b[top]
+    holds, head = verdict([bool(a[top] < b[top])])
     return Claim(paper="MSAs flatten the loss landscape: they suppress large Hessian eigenvalues (Sec. 2, Fig. 12c).",
                  measured={"top eigenvalue before": b[top], "top eigenvalue after": a[top],
                            "APE before": b["APE"], "APE after": a["APE"],
                            "NEP before": b["NEP"], "NEP after": a["NEP"]},
                  holds=holds,
-                 verdict=(f"Adding the MSA ({before.model} -> {after.model}) {'lowered' if holds else 'did not lower'} "
+                 verdict=(f"{head}: adding the MSA ({before.model} -> {after.model}) "
+                          f"{'lowered' if holds else 'did not lower'} "
                           f"the median top eigenvalue ({b[top]:.3g} -> {a[top]:.3g}; APE {b['APE']:.3g} -> "
                           f"{a['APE']:.3g}); the two models are trained "
                           f"separately, so this mixes the architecture with the run."), preset=preset)
@@ -647,11 +651,11 @@ def claim_small_data(result: DataFractionResult, alternet: str = "alternet50", c
     se = math.sqrt(2) * binomial_se(a[alternet], result.n_test)
     h_cnn, w_cnn = _diff_verdict(a[alternet] - a[cnn], se, f"{alternet} - {cnn}")
     h_vit, w_vit = _diff_verdict(a[alternet] - a[vit], se, f"{alternet} - {vit}")
-    holds = None if (h_cnn is None and h_vit is None) else bool((h_cnn is not False) and h_vit)
+    holds, head = verdict([h_cnn, h_vit])
     return Claim(paper="AlterNet outperforms CNNs not only in large data regimes but also in small data regimes "
-                 "(abstract, Sec. 5).",
+                 "(abstract, Sec. 4).",
                  measured={f"{m} at fraction {result.fractions[j]:g}": v for m, v in a.items()}, holds=holds,
-                 verdict=f"At {result.fractions[j]:g} of the training set: {w_cnn}; {w_vit}.", preset=preset)
+                 verdict=f"{head}: at {result.fractions[j]:g} of the training set: {w_cnn}; {w_vit}.", preset=preset)
 
 
 def claim_local_global(result: DataFractionResult, local: str = "vit_local", glob: str = "vit_ti", preset: str = "") -> Claim:
@@ -661,12 +665,13 @@ def claim_local_global(result: DataFractionResult, local: str = "vit_local", glo
     se = math.sqrt(2) * binomial_se(float(result.accuracy[g, 0]), result.n_test)
     order = np.argsort(result.fractions)
     small, large = float(gaps[order[0]]), float(gaps[order[-1]])
-    holds, words = _diff_verdict(small, se, f"{local} - {glob} at the smallest fraction")
+    part, words = _diff_verdict(small, se, f"{local} - {glob} at the smallest fraction")
+    holds, head = verdict([part])
     trend = "shrinks" if large < small else "does not shrink"
     return Claim(paper="Locality constraints (local MSAs) help ViTs, above all on small data: data specificity, not "
                  "long-range dependency, is what MSAs need (Sec. 2).",
                  measured={f"gap at fraction {result.fractions[k]:g}": float(gaps[k]) for k in order}, holds=holds,
-                 verdict=f"{words}; as data grows the gap {trend} ({small:+.3f} -> {large:+.3f}). Two fractions of a "
+                 verdict=f"{head}: {words}; as data grows the gap {trend} ({small:+.3f} -> {large:+.3f}). Two fractions of a "
                          f"small synthetic set cannot say where (or whether) global attention overtakes local.",
                  preset=preset)
 

@@ -46,7 +46,7 @@ from hdvit_lib.analysis.landscape import (
     trajectory,
 )
 from hdvit_lib.analysis.result import Result
-from hdvit_lib.claims import Claim
+from hdvit_lib.claims import Claim, verdict
 
 # Chapters call these as ``ex.run_spec`` / ``ex.train_runs`` / ``ex.train_models`` (explicit re-exports).
 from hdvit_lib.experiments.common import (
@@ -61,7 +61,7 @@ Batches = list[tuple[torch.Tensor, torch.Tensor]]
 MODELS = ("resnet50", "vit_ti")
 #: Figs. 5-7: the model families.
 FAMILY_MODELS = ("resnet50", "vit_ti", "pit_ti", "swin_ti", "alternet50")
-#: Snapshots whose spectra Fig. 1c shows.
+#: Snapshots whose spectra Fig. 1b shows.
 SNAPSHOT_TAGS = ("init", "warmup", "final")
 #: Lanczos steps (Krylov dimension) per mini-batch, by preset: few in ``smoke`` (rough Ritz values).
 HESSIAN_STEPS = {"smoke": 8, "cpu": 30, "paper": 100}
@@ -245,7 +245,7 @@ def spectra(models: Mapping[str, nn.Module], batches: Batches | Mapping[str, Bat
 def spectra_over_training(trained: Mapping[str, Any], batches: Batches | Mapping[str, Batches],
                           cfg: dict[str, Any], tags: Sequence[int | str] = SNAPSHOT_TAGS,
                           seed: int = 0) -> dict[str, dict[str, HessianSpectrum]]:
-    """Fig. 1c: ``{tag: {label: spectrum}}`` of every run's snapshot at each of ``tags``."""
+    """Fig. 1b: ``{tag: {label: spectrum}}`` of every run's snapshot at each of ``tags``."""
     out: dict[str, dict[str, HessianSpectrum]] = {}
     for tag in tags:
         models = {label: model_at(t, tag) for label, t in trained.items()}
@@ -272,7 +272,7 @@ def own_data_spectra(trained: Mapping[str, Any], cfg: dict[str, Any], tag: int |
 
 
 def plot_spectra_over_training(per_tag: Mapping[str, Mapping[str, HessianSpectrum]]) -> go.Figure:
-    """Fig. 1c with a slider over the snapshot (``init``, ``warmup``, ...): each step shows
+    """Fig. 1b with a slider over the snapshot (``init``, ``warmup``, ...): each step shows
     ``hdvit_lib.plots.hessian.plot_spectrum`` of every model at that snapshot, on one shared axis."""
     from hdvit_lib.plots.hessian import plot_spectrum
 
@@ -518,18 +518,6 @@ def pick_conv_msa(trained: Mapping[str, Any]) -> tuple[str, str]:
     return conv, msa
 
 
-def _head(flags: Sequence[bool | None]) -> tuple[bool | None, str]:
-    known = [f for f in flags if f is not None]
-    if not known:
-        return None, "undecided in this run"
-    if all(known):
-        return (True if len(known) == len(flags) else None), ("holds in this run" if len(known) == len(flags)
-                                                                else "holds where it could be measured")
-    if not any(known):
-        return False, "does not hold in this run"
-    return False, "holds only in part in this run"
-
-
 def _lt(a: float, b: float) -> bool | None:
     return None if (math.isnan(a) or math.isnan(b)) else a < b
 
@@ -548,7 +536,7 @@ def claim_landscape(lands: Mapping[str, Landscape], per_tag: Mapping[str, Mappin
     snapshot present) exceeds the Conv model's."""
     paper = ("MSAs flatten the loss landscape: ViT's landscape is flatter than ResNet's (small Hessian "
              "eigenvalues), but non-convex (negative Hessian eigenvalues), especially early in training; "
-             "Sec. 2.2, Fig. 1.")
+             "Sec. 2, Fig. 1.")
     measured: dict[str, float] = {}
     curv = {k: landscape_curvature(lands[k]) for k in (conv, msa)}
     for k in (conv, msa):
@@ -566,7 +554,7 @@ def claim_landscape(lands: Mapping[str, Landscape], per_tag: Mapping[str, Mappin
     a = _lt(curv[msa], curv[conv])
     b = _lt(summ[last][msa]["median max eigenvalue"], summ[last][conv]["median max eigenvalue"])
     c = _lt(summ[early][conv]["NEP"], summ[early][msa]["NEP"])
-    holds, head = _head([a, b, c])
+    holds, head = verdict([a, b, c])
     sm, sc = summ[last][msa], summ[last][conv]
     words = [
         f"(a) {msa}'s surface is {'less' if a else 'more'} curved than {conv}'s ({curv[msa]:.3g} vs {curv[conv]:.3g})"
@@ -590,7 +578,7 @@ def claim_negative_eigenvalues(specs: Mapping[str, HessianSpectrum], conv: str, 
     values); the paper's APE, their mean, is reported beside it."""
     paper = ("At the end of warm-up ViT has many negative Hessian eigenvalues, ResNet only a few; ViT's positive "
              "eigenvalues are small; a ViT trained on 6% of the data has more and larger negative eigenvalues: "
-             "large data sets suppress them; Sec. 2.2, Fig. 4.")
+             "large data sets suppress them; Sec. 2, Fig. 4.")
     s = {k: spectrum_summary(specs[k]) for k in (conv, msa, msa_small)}
     measured = {f"{k}: {q}": s[k][q] for k in (conv, msa, msa_small)
                 for q in ("NEP", "APE", "median |negative|", "median positive")}
@@ -599,7 +587,7 @@ def claim_negative_eigenvalues(specs: Mapping[str, HessianSpectrum], conv: str, 
     share = _lt(s[msa]["NEP"], s[msa_small]["NEP"])
     mag = _lt(s[msa]["median |negative|"], s[msa_small]["median |negative|"])
     c = None if share is None else bool(share and mag is not False)  # NEP decides; magnitude if measured
-    holds, head = _head([a, b, c])
+    holds, head = verdict([a, b, c])
     words = [
         f"(a) NEP {s[msa]['NEP']:.0%} ({msa}) vs {s[conv]['NEP']:.0%} ({conv})",
         (f"(b) median positive eigenvalue {s[msa]['median positive']:.3g} ({msa}) vs "
@@ -608,10 +596,10 @@ def claim_negative_eigenvalues(specs: Mapping[str, HessianSpectrum], conv: str, 
          f"{s[msa_small]['median |negative|']:.3g} vs {s[msa]['NEP']:.0%}, "
          f"{s[msa]['median |negative|']:.3g} for {msa}"),
     ]
-    verdict = f"{head}: " + "; ".join(words) + (
+    text = f"{head}: " + "; ".join(words) + (
         ". (Each part: " + ", ".join(f"({p}) {'yes' if f else 'no' if f is False else 'n/a'}"
                                     for p, f in zip("abc", (a, b, c))) + ".)")
-    return Claim(paper, measured, holds, verdict, preset)
+    return Claim(paper, measured, holds, text, preset)
 
 
 def _or_none(x: float) -> str:
@@ -629,18 +617,18 @@ def claim_gap_classifier(specs: Mapping[str, HessianSpectrum], cls: str, gap: st
     magnitude are reported as context); undecided if either NEP is NaN."""
     paper = ("A GAP classifier suppresses the negative Hessian max eigenvalues of ViT (fewer negative "
              "eigenvalues than with a CLS token, at the end of warm-up): loss landscape smoothing methods "
-             "aid ViT training; Sec. 2.2, Fig. 6.")
+             "aid ViT training; Sec. 2, Fig. 6.")
     s = {k: spectrum_summary(specs[k]) for k in (cls, gap)}
     measured = {f"{k}: {q}": s[k][q] for k in (cls, gap) for q in ("NEP", "APE", "median |negative|")}
     lower = _lt(s[gap]["NEP"], s[cls]["NEP"])
     if lower is None:
         return Claim(paper, measured, None, "undecided in this run: a spectrum has no finite eigenvalues.", preset)
-    head = "holds in this run" if lower else "does not hold in this run"
-    verdict = (f"{head}: NEP {s[gap]['NEP']:.0%} with {gap} vs {s[cls]['NEP']:.0%} with {cls} "
+    holds, head = verdict([lower])
+    text = (f"{head}: NEP {s[gap]['NEP']:.0%} with {gap} vs {s[cls]['NEP']:.0%} with {cls} "
                f"({'lower' if lower else 'not lower'}); APE {s[gap]['APE']:.3g} vs {s[cls]['APE']:.3g}; "
                f"median |negative| {_or_none(s[gap]['median |negative|'])} vs {_or_none(s[cls]['median |negative|'])}; "
                f"from {np.asarray(specs[gap].eigenvalues).size} eigenvalues per model.")
-    return Claim(paper, measured, lower, verdict, preset)
+    return Claim(paper, measured, holds, text, preset)
 
 
 def claim_error_vs_nll(fit: FitResult, preset: str = "", strong: float = 0.5) -> Claim:
@@ -671,7 +659,7 @@ def claim_error_vs_nll(fit: FitResult, preset: str = "", strong: float = 0.5) ->
             no_overfit.append(bool(fit.nll_train[lo] >= fit.nll_train[hi]))
     a = None if math.isnan(rho) else rho > strong
     b = all(no_overfit) if no_overfit else None
-    holds, head = _head([a, b])
+    holds, head = verdict([a, b])
     words = [f"Spearman's rho between training NLL and test error over {len(fit.labels)} runs is {rho:.2f} "
              f"({'above' if a else 'not above'} {strong})" if a is not None else "rho undecided (too few runs)"]
     if b is not None:
@@ -708,7 +696,7 @@ def claim_local_msa(fit: FitResult, specs: Mapping[str, HessianSpectrum], global
     neg_local = [spectrum_summary(specs[fit.labels[i]])["NEP"] for i in local if fit.labels[i] in specs]
     neg_g = spectrum_summary(specs[global_label])["NEP"] if global_label in specs else float("nan")
     c = _lt(float(np.mean(neg_local)) if neg_local else float("nan"), neg_g)
-    holds, head = _head([a, b, c])
+    holds, head = verdict([a, b, c])
     words = [
         (f"the best local window ({fit.labels[best]}) has test error {fit.error_test[best]:.1%} vs "
         f"{fit.error_test[g]:.1%} for global attention"),

@@ -36,7 +36,7 @@ from hdvit_lib.analysis.robustness import (
     frequency_robustness,
 )
 from hdvit_lib.analysis.variance import VarianceResult, feature_map_variance
-from hdvit_lib.claims import Claim
+from hdvit_lib.claims import Claim, verdict
 from hdvit_lib.experiments import common
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
@@ -267,15 +267,9 @@ def _block_claim(
         parts.append(f"{cm:.0%} of {n_cm} Conv/MLP blocks raised it")
     if a is None and b is None:
         return Claim(paper, measured, None, f"undecided: no block changed the {quantity} measurably", preset)
-    holds = bool(a is not False and b is not False)
-    if holds:
-        verdict = "holds in this run: " + " and ".join(parts) + "."
-    elif a is False and b is False:
-        verdict = "does not hold in this run: only " + " and only ".join(parts) + "."
-    else:
-        verdict = "holds only in part in this run: " + "; ".join(parts) + "."
-    return Claim(paper, measured, holds, verdict + " (Fractions of blocks; a block 'lowered' it when its "
-                 "output has less than its input.)", preset)
+    holds, head = verdict([a, b])
+    return Claim(paper, measured, holds, f"{head}: " + "; ".join(parts) + ". (Fractions of blocks; a block "
+                 "'lowered' it when its output has less than its input.)", preset)
 
 
 def claim_variance(results: Mapping[str, VarianceResult], preset: str = "") -> Claim:
@@ -285,7 +279,7 @@ def claim_variance(results: Mapping[str, VarianceResult], preset: str = "") -> C
     their input's, and of Conv/MLP blocks whose output variance is above it. Holds when both
     pooled fractions exceed one half."""
     paper = ("MSAs reduce the variance of feature maps (they aggregate), Convs and MLPs increase it "
-             "(they diversify); Sec. 4.2, Fig. 9.")
+             "(they diversify); Sec. 3, Fig. 9.")
     return _block_claim(results, "delta", "feature map variance", paper, preset,
                         "msa_reduce_fraction", "conv_mlp_increase_fraction")
 
@@ -359,13 +353,7 @@ def claim_fourier(
     else:
         words_b = (f"high-frequency noise changed {vit}'s accuracy by {100 * rb[vit][1]:+.1f} and {cnn}'s by "
                    f"{100 * rb[cnn][1]:+.1f} percentage points ({vit} {'more' if b else 'less'} robust)")
-    holds = None if a is None or b is None else bool(a and b)
-    if holds:
-        head = "holds in this run"
-    elif holds is None:
-        head = "partly undecided in this run"
-    else:
-        head = "holds only in part in this run" if (a or b) else "does not hold in this run"
+    holds, head = verdict([a, b])
     return Claim(paper, measured, holds, f"{head}: {words_a}; {words_b}.", preset)
 
 
@@ -406,7 +394,7 @@ def claim_similarity(
     (b) in more than half of the stages with two or more MSAs."""
     paper = ("Multi-stage models behave like a series of small models: representations are similar within a "
              "stage and change across stages (Fig. 10a); MSAs at the end of a stage matter most: removing "
-             "one hurts more than removing an earlier MSA (Fig. 10b); Sec. 4.1.")
+             "one hurts more than removing an earlier MSA (Fig. 10b); Sec. 4.")
     measured: dict[str, float] = {}
     a_ok: list[bool] = []
     for name, r in cka.items():
@@ -430,7 +418,5 @@ def claim_similarity(
                f"{'' if a else 's'} showed higher CKA within stages than across")
     words_b = ("(b) undecided: no stage holds two MSAs" if b is None else
                f"(b) removing the last MSA hurt more than removing the first in {sum(hits):.0f} of {n} stages")
-    holds = None if a is None and b is None else bool((a is not False) and (b is not False))
-    head = "holds in this run" if holds else ("undecided in this run" if holds is None else
-                                               "does not hold (fully) in this run")
+    holds, head = verdict([a, b])
     return Claim(paper, measured, holds, f"{head}: {words_a}; {words_b}.", preset)

@@ -1,4 +1,4 @@
-"""Hessian eigenvalue spectra (Park & Kim 2022, Fig. 1c and Fig. 4): negative and positive panels."""
+"""Hessian eigenvalue spectra (Park & Kim 2022, Fig. 1b and Fig. 4): negative and positive panels."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Loss landscape figures (Park & Kim 2022, Fig. 1b): 3-D surface and contour per model."""
+"""Loss landscape figures (Park & Kim 2022, Fig. 1a): 3-D surface and contour per model."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def plot_landscape(
     z: str = "loss",
     contours: int = 20,
 ) -> go.Figure:
-    """Fig. 1b: each landscape as a 3-D surface (left) and a contour map (right), one row per model.
+    """Fig. 1a: each landscape as a 3-D surface (left) and a contour map (right), one row per model.
 
     z: ``"loss"`` (NLL + weight decay * sum of per-tensor L2 norms, as the paper plots it), ``"nll"``
     or ``"accuracy"``. Axes are the grid coordinates along the two random directions (scaled by ``Landscape.norm``).
