@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from hdvit_lib.claims import WHERE_DECIDED
 from hdvit_lib.analysis.hessian import HessianSpectrum
+from hdvit_lib.claims import WHERE_DECIDED
 from hdvit_lib.data.corruptions import RobustnessCResult
 from hdvit_lib.experiments import alternet as alt
 from hdvit_lib.models import count_params, get_model
