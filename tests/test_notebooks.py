@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from nbexec import chapter_notebooks, execute, lint_notebook
+from nbexec import chapter_notebooks, execute, lint_notebook, teaching_problems
 
 FIXTURE = ROOT / "tests" / "fixtures" / "notebooks" / "00_fixture.ipynb"
 TEMPLATE = ROOT / "tools" / "chapter_template.ipynb"
@@ -93,3 +93,22 @@ def test_failing_notebook_fails_the_build(tmp_path: Path) -> None:
     nbformat.write(nb, bad)
     with pytest.raises(SystemExit, match="99_bad.ipynb"):
         run_notebooks([bad], tmp_path / "src", "smoke", execute_them=True)
+
+
+@pytest.mark.parametrize("path", CHAPTERS or _NONE, ids=lambda p: p.name if p else "none")
+def test_chapter_teaches(path: Path) -> None:
+    """Each chapter shows its equation, a computation checked against the library, and links its
+    protocol row (tools/nbexec.py: teaching_problems)."""
+    assert teaching_problems(path) == []
+
+
+def test_teaching_rules_catch_a_chapter_that_only_calls(tmp_path: Path) -> None:
+    nb = nbformat.read(FIXTURE, as_version=4)
+    nb.cells = [c for c in nb.cells if c.cell_type == "code"]  # no prose: no equation, no link
+    nb.cells.append(nbformat.v4.new_code_cell("x = 1  " + "#" * 100))
+    bad = tmp_path / "bad.ipynb"
+    nbformat.write(nb, bad)
+    problems = " | ".join(teaching_problems(bad))
+    for needle in ("equation", "protocol page"):
+        assert needle in problems
+    assert any("scroll on the site" in p for p in lint_notebook(bad))

@@ -33,6 +33,9 @@ def kernel_name() -> str:
     return KERNEL if KERNEL in KernelSpecManager().find_kernel_specs() else "python3"
 
 
+MAX_LINE = 88  # code lines longer than this scroll sideways on the site
+
+
 def lint_notebook(path: Path) -> list[str]:
     """House rules for a committed chapter; returns the problems found (empty when clean).
 
@@ -57,6 +60,27 @@ def lint_notebook(path: Path) -> list[str]:
             problems.append(f"cell {i} defines a function or class (move it to hdvit_lib)")
     if code and not ("google.colab" in code[0].source and "pip" in code[0].source):
         problems.append("the first code cell is not the Colab install cell (see tools/chapter_template.ipynb)")
+    for i, c in enumerate(nb.cells):
+        long = [n for n, line in enumerate(c.source.splitlines(), 1) if c.cell_type == "code" and len(line) > MAX_LINE]
+        if long:
+            problems.append(f"cell {i} has lines over {MAX_LINE} characters (line {long[0]}): they scroll on the site")
+    return problems
+
+
+def teaching_problems(path: Path) -> list[str]:
+    """What a chapter must show to teach (STYLE.md): an equation (``$$`` in a markdown cell), a
+    visible computation checked against the library (an ``assert`` in a code cell), and a link to
+    its row of the protocol page (``protocol-...``). Empty when the chapter has all three."""
+    nb = nbformat.read(path, as_version=4)
+    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    problems = []
+    if "$$" not in md:
+        problems.append("no displayed equation ($$ ... $$) in a markdown cell")
+    if not re.search(r"^\s*(assert\b|torch\.testing\.assert_close|np\.testing\.assert)", code, re.MULTILINE):
+        problems.append("no visible computation checked against the library (an assert in a code cell)")
+    if "protocol-" not in md:
+        problems.append("no link to its row of the protocol page ({ref}`protocol-...`)")
     return problems
 
 
