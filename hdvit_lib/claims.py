@@ -75,3 +75,19 @@ class Claim:
             f"**Paper:** {self.paper}\n\n**This run{preset}:** {self._measured_text()}\n\n"
             f"**Verdict:** {self.verdict}"
         )
+
+
+def binomial_se(p: float, n: int) -> float:
+    """Standard error of an accuracy ``p`` measured on ``n`` independent images: ``sqrt(p(1-p)/n)``."""
+    if n <= 0 or not math.isfinite(p):
+        return float("nan")
+    return math.sqrt(max(p * (1.0 - p), 0.0) / n)
+
+
+def difference_part(diff: float, se: float, what: str) -> tuple[bool | None, str]:
+    """``holds`` and words for "``diff`` > 0" given its standard error: noise within 2 SE."""
+    if not math.isfinite(diff):
+        return None, f"{what}: not measured"
+    if abs(diff) <= 2 * se:
+        return None, f"{what}: {diff:+.3f}, within noise (2 SE = {2 * se:.3f})"
+    return diff > 0, f"{what}: {diff:+.3f} ({'beyond' if diff > 0 else 'against, beyond'} 2 SE = {2 * se:.3f})"

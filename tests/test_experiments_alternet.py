@@ -10,17 +10,31 @@ import pytest
 import torch
 from torch import nn
 
-from hdvit_lib.analysis.hessian import HessianSpectrum
-from hdvit_lib.claims import WHERE_DECIDED
+from hdvit_lib.analysis.fit import DataFractionResult
+from hdvit_lib.analysis.hessian import HessianSpectrum, spectrum_summary
+from hdvit_lib.analysis.layout import (
+    BlockLayout,
+    block_layout,
+    block_layouts,
+    repeating_pattern,
+    stage_table,
+)
+from hdvit_lib.claims import WHERE_DECIDED, binomial_se, difference_part
 from hdvit_lib.data.corruptions import RobustnessCResult
 from hdvit_lib.experiments import alternet as alt
 from hdvit_lib.models import count_params, get_model
+from hdvit_lib.plots.alternet import (
+    plot_accuracy_vs_data,
+    plot_alternet,
+    plot_block_strips,
+)
+from hdvit_lib.plots.style import KIND_COLORS
 from hdvit_lib.presets import get_preset
 
 
-def _layout(kinds, stages, name="m") -> alt.BlockLayout:
+def _layout(kinds, stages, name="m") -> BlockLayout:
     n = len(kinds)
-    return alt.BlockLayout(model=name, names=[f"b{i}" for i in range(n)], kinds=list(kinds), stages=list(stages),
+    return BlockLayout(model=name, names=[f"b{i}" for i in range(n)], kinds=list(kinds), stages=list(stages),
                            params=[1] * n, heads=[2 if k == "msa" else 0 for k in kinds], windows=[0] * n, n_params=n)
 
 
@@ -35,45 +49,45 @@ def _spec(ev, name="") -> HessianSpectrum:
 @pytest.mark.parametrize("name", ["resnet50", "vit_ti", "pit_ti", "swin_ti", "alternet50", "vit_local"])
 def test_block_params_add_up_to_the_model(name):
     model = get_model(name, num_classes=100, tiny=True)
-    lay = alt.block_layout(model, name)
+    lay = block_layout(model, name)
     assert lay.n_params == count_params(model)
     assert sum(lay.params) == count_params(model)  # the blocks cover every parameter exactly once
     assert lay.kinds == [b.kind for b in model.blocks()]
 
 
 def test_repeating_pattern_by_hand():
-    cnn = alt.repeating_pattern(_layout(["embed", "conv", "conv", "conv", "head"], [0, 0, 1, 1, 1]))
+    cnn = repeating_pattern(_layout(["embed", "conv", "conv", "conv", "head"], [0, 0, 1, 1, 1]))
     assert cnn["pattern"].startswith("CNN") and cnn["n_conv"] == 3 and cnn["n_stages"] == 2
-    vit = alt.repeating_pattern(_layout(["embed", "msa", "mlp", "msa", "conv", "head"], [0] * 6))
+    vit = repeating_pattern(_layout(["embed", "msa", "mlp", "msa", "conv", "head"], [0] * 6))
     assert vit["pattern"].startswith("alternating")  # one conv makes it hybrid
     assert vit["msa_then_mlp"] == 0.5
-    tr = alt.repeating_pattern(_layout(["embed", "msa", "mlp", "pool", "msa", "mlp", "head"], [0, 0, 0, 1, 1, 1, 1]))
+    tr = repeating_pattern(_layout(["embed", "msa", "mlp", "pool", "msa", "mlp", "head"], [0, 0, 0, 1, 1, 1, 1]))
     assert tr["pattern"].startswith("canonical") and tr["msa_then_mlp"] == 1.0
     # stages: 0 = C M (ends in MSA), 1 = M C (does not), 2 = C C (no MSA: not counted)
-    alt_ = alt.repeating_pattern(_layout(["conv", "msa", "msa", "conv", "conv", "conv"], [0, 0, 1, 1, 2, 2]))
+    alt_ = repeating_pattern(_layout(["conv", "msa", "msa", "conv", "conv", "conv"], [0, 0, 1, 1, 2, 2]))
     assert alt_["msa_stage_end"] == 0.5 and alt_["n_stages"] == 3
 
 
 def test_claim_patterns_on_the_zoo_and_a_broken_alternet():
-    layouts = alt.block_layouts(["resnet50", "vit_ti", "alternet50"], tiny=True)
+    layouts = block_layouts(["resnet50", "vit_ti", "alternet50"], tiny=True)
     claim = alt.claim_patterns(layouts, preset="smoke")
     assert claim.holds is True
     assert claim.measured["alternet50 share of MSA stages ending in MSA"] == 1.0
     assert claim.measured["resnet50 MSAs"] == 0
     # MSAs at the *start* of stages (block 0): the alternating claim must fail
     bad = get_model("alternet50", num_classes=100, tiny=True, msa_positions=[[], [0], [0], [0]])
-    layouts["alternet50"] = alt.block_layout(bad, "alternet50")
+    layouts["alternet50"] = block_layout(bad, "alternet50")
     claim = alt.claim_patterns(layouts)
     assert claim.holds is False
     assert claim.measured["alternet50 share of MSA stages ending in MSA"] == 0.0
 
 
 def test_block_strip_figure_encodes_the_kinds():
-    layouts = alt.block_layouts(["resnet50", "alternet50"], tiny=True)
-    fig = alt.plot_block_strips(layouts)
+    layouts = block_layouts(["resnet50", "alternet50"], tiny=True)
+    fig = plot_block_strips(layouts)
     z = fig.data[0].z
     lay = layouts["alternet50"]
-    assert [alt._KIND_ORDER[int(v)] for v in z[1][: len(lay.kinds)]] == lay.kinds
+    assert [list(KIND_COLORS)[int(v)] for v in z[1][: len(lay.kinds)]] == lay.kinds
     changes = sum(sum(a != b for a, b in zip(x.stages, x.stages[1:])) for x in layouts.values())
     assert len(fig.layout.shapes) == changes
     assert "CNN" in fig.data[0].y[0] and "alternating" in fig.data[0].y[1]
@@ -84,7 +98,7 @@ def test_block_strip_figure_encodes_the_kinds():
 
 def test_alternet50_matches_fig11():
     layouts = alt.alternet_layouts({alt.PAPER_LABEL: (0, 1, 1, 2), "official": (0, 1, 3, 2)})
-    rows = alt.stage_table(layouts[alt.PAPER_LABEL])
+    rows = stage_table(layouts[alt.PAPER_LABEL])
     assert [r["pattern"] for r in rows] == ["C C C", "C C C M", "C C C C C M", "C M C M"]
     assert [r["heads"] for r in rows] == [[], [6], [12], [24]]
     assert [r["window"] for r in rows] == [[], [4], [4], [4]]
@@ -95,7 +109,7 @@ def test_alternet50_matches_fig11():
     other = alt.claim_params(layouts["official"])
     assert other.measured["MSAs"] == 6
     assert other.measured["parameters (M)"] != claim.measured["parameters (M)"]
-    fig = alt.plot_alternet(layouts)
+    fig = plot_alternet(layouts)
     assert len(fig.data) == 2 and [t.visible for t in fig.data] == [True, False]
     assert "33.01M" in fig.layout.title.text
 
@@ -104,12 +118,12 @@ def test_alternet50_matches_fig11():
 
 
 def test_binomial_se_and_noise_verdicts():
-    assert alt.binomial_se(0.5, 100) == pytest.approx(0.05)
-    assert alt.binomial_se(1.0, 100) == 0.0
-    assert math.isnan(alt.binomial_se(0.5, 0))
-    assert alt._diff_verdict(0.05, 0.03, "d")[0] is None  # 0.05 <= 2 * 0.03
-    assert alt._diff_verdict(0.07, 0.03, "d")[0] is True
-    assert alt._diff_verdict(-0.07, 0.03, "d")[0] is False
+    assert binomial_se(0.5, 100) == pytest.approx(0.05)
+    assert binomial_se(1.0, 100) == 0.0
+    assert math.isnan(binomial_se(0.5, 0))
+    assert difference_part(0.05, 0.03, "d")[0] is None  # 0.05 <= 2 * 0.03
+    assert difference_part(0.07, 0.03, "d")[0] is True
+    assert difference_part(-0.07, 0.03, "d")[0] is False
 
 
 def test_run_buildup_with_a_stub_evaluator(monkeypatch):
@@ -218,7 +232,7 @@ class _Constant(nn.Module):
 def test_robustness_of_constant_models_is_their_class_share():
     cfg = get_preset("smoke")
     _, y = alt.corruption_images(cfg, alt.ROBUSTNESS_BUDGET["smoke"]["n_images"])
-    res = alt.robustness_by_model({"zero": _Constant(0), "three": _FakeTrained(_Constant(3), {})}, cfg)
+    res = alt.corruption_robustness_by_model({"zero": _Constant(0), "three": _FakeTrained(_Constant(3), {})}, cfg)
     for name, c in (("zero", 0), ("three", 3)):
         share = float((y == c).float().mean())
         assert res[name].clean_accuracy == pytest.approx(share)
@@ -246,7 +260,7 @@ def test_claim_robustness_ranks_and_noise():
 
 
 def test_spectrum_summary_and_hessian_claims():
-    s = alt.spectrum_summary(_spec([[5.0, -1.0], [3.0, 2.0], [-4.0, 1.0]]))
+    s = spectrum_summary(_spec([[5.0, -1.0], [3.0, 2.0], [-4.0, 1.0]]))
     assert s["median max eigenvalue"] == 3.0  # median of the row maxima 5, 3, 1
     assert s["NEP"] == pytest.approx(2 / 6)
     assert s["APE"] == pytest.approx((5 + 3 + 2 + 1) / 4)
@@ -278,7 +292,7 @@ def test_accuracy_vs_data_and_its_claims(monkeypatch):
     data = alt.accuracy_vs_data(["resnet50", "vit_ti", "alternet50"], (0.25, 1.0), cfg)
     np.testing.assert_allclose(data.accuracy, [[0.40, 0.60], [0.20, 0.45], [0.42, 0.66]])
     assert data.n_train == [500, 2000] and data.n_test == 500
-    assert alt.DataFractionResult.from_json(data.to_json()).accuracy.tolist() == data.accuracy.tolist()
+    assert DataFractionResult.from_json(data.to_json()).accuracy.tolist() == data.accuracy.tolist()
     c = alt.claim_small_data(data)
     # +0.02 over ResNet on 500 images is noise (undecided), +0.22 over ViT is beyond noise: the one
     # verdict rule (claims.verdict) makes the claim undecided where one part is within noise
@@ -287,14 +301,14 @@ def test_accuracy_vs_data_and_its_claims(monkeypatch):
     c = alt.claim_local_global(local)
     assert c.holds is True  # +0.15 at the small fraction
     assert c.measured["gap at fraction 1"] == pytest.approx(0.02) and "shrinks" in c.verdict
-    fig = alt.plot_accuracy_vs_data(data)
+    fig = plot_accuracy_vs_data(data)
     assert len(fig.data) == 3
-    assert fig.data[0].error_y.array[0] == pytest.approx(alt.binomial_se(0.40, 500))
+    assert fig.data[0].error_y.array[0] == pytest.approx(binomial_se(0.40, 500))
 
 
 def test_layout_round_trips_through_json():
-    lay = alt.block_layout(get_model("alternet50", tiny=True), "alternet50")
-    assert alt.BlockLayout.from_json(lay.to_json()) == lay
+    lay = block_layout(get_model("alternet50", tiny=True), "alternet50")
+    assert BlockLayout.from_json(lay.to_json()) == lay
 
 
 def test_unknown_preset_budget_names_the_choices():

@@ -10,9 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from hdvit_lib.analysis.hessian import HessianSpectrum
-from hdvit_lib.analysis.landscape import Landscape
+from hdvit_lib.analysis.fit import FitResult, spearman, train_nll
+from hdvit_lib.analysis.hessian import HessianSpectrum, spectrum_summary
+from hdvit_lib.analysis.landscape import Landscape, landscape_curvature
+from hdvit_lib.data.batches import training_batches
 from hdvit_lib.experiments import landscape as L
+from hdvit_lib.plots.hessian import plot_spectra_over_training
+from hdvit_lib.plots.landscape import plot_error_vs_nll, plot_trajectories
 from hdvit_lib.presets import get_preset
 from hdvit_lib.widgets import live_control
 
@@ -37,11 +41,11 @@ def quad_landscape(c3: float, c5: float, c4: float = 0.5, n: int = 7) -> Landsca
 
 
 def test_curvature_recovers_a_quadratic_exactly() -> None:
-    assert L.landscape_curvature(quad_landscape(2.0, 3.0)) == pytest.approx(5.0, abs=1e-10)
-    assert L.landscape_curvature(quad_landscape(-1.0, 0.25)) == pytest.approx(-0.75, abs=1e-10)
+    assert landscape_curvature(quad_landscape(2.0, 3.0)) == pytest.approx(5.0, abs=1e-10)
+    assert landscape_curvature(quad_landscape(-1.0, 0.25)) == pytest.approx(-0.75, abs=1e-10)
     # the mean eigenvalue of the fitted Hessian [[2c3, c4], [c4, 2c5]] (trace / 2)
     h = np.array([[4.0, 0.5], [0.5, 6.0]])
-    assert L.landscape_curvature(quad_landscape(2.0, 3.0)) == pytest.approx(np.linalg.eigvalsh(h).mean())
+    assert landscape_curvature(quad_landscape(2.0, 3.0)) == pytest.approx(np.linalg.eigvalsh(h).mean())
 
 
 def test_curvature_is_local_to_the_centre() -> None:
@@ -50,10 +54,10 @@ def test_curvature_is_local_to_the_centre() -> None:
     B, A = np.meshgrid(a, a, indexing="ij")
     z = A**2 + 2 * B**2 + 1e4 * np.maximum(np.abs(A) - 0.5, 0) ** 4 + 1e4 * np.maximum(np.abs(B) - 0.5, 0) ** 4
     ls = Landscape(a=a, b=a.copy(), nll=z, loss=z, l2_norms=z * 0, accuracy=z * 0, n_points=9)
-    assert L.landscape_curvature(ls) == pytest.approx(3.0, abs=1e-9)
-    assert L.landscape_curvature(ls, radius=1.0) > 100  # the whole grid sees the walls
+    assert landscape_curvature(ls) == pytest.approx(3.0, abs=1e-9)
+    assert landscape_curvature(ls, radius=1.0) > 100  # the whole grid sees the walls
     small = quad_landscape(2.0, 3.0, n=3)  # 3 x 3 grid: all points used
-    assert L.landscape_curvature(small) == pytest.approx(5.0)
+    assert landscape_curvature(small) == pytest.approx(5.0)
 
 
 def test_curvature_of_a_real_landscape_matches_finite_differences() -> None:
@@ -63,7 +67,7 @@ def test_curvature_of_a_real_landscape_matches_finite_differences() -> None:
     z = 4.0 * A**2  # second derivative 8 along a, 0 along b -> mean 4
     ls = Landscape(a=a, b=a.copy(), nll=z, loss=z, l2_norms=z * 0, accuracy=z * 0, n_points=5)
     fd = (z[2, 3] - 2 * z[2, 2] + z[2, 1]) / (a[1] - a[0]) ** 2
-    assert L.landscape_curvature(ls) == pytest.approx(fd / 2)
+    assert landscape_curvature(ls) == pytest.approx(fd / 2)
 
 
 def test_landscape_of_a_tiny_model_is_a_bowl_for_a_linear_model() -> None:
@@ -74,7 +78,7 @@ def test_landscape_of_a_tiny_model_is_a_bowl_for_a_linear_model() -> None:
     cfg = get_preset("smoke")
     ls = L.landscapes({"lin": model}, batches, cfg)["lin"]
     assert ls.nll.shape == (cfg["landscape_points"],) * 2
-    assert L.landscape_curvature(ls, z="nll") > 0
+    assert landscape_curvature(ls, z="nll") > 0
     centre = ls.nll[2, 2]
     ref = nn.functional.cross_entropy(model(batches[0][0]), batches[0][1]).item()
     assert centre == pytest.approx(ref, rel=1e-5)
@@ -112,7 +116,7 @@ def test_hessian_spectrum_matches_a_dense_hessian_with_weight_decay() -> None:
 
 
 def test_spectrum_summary_by_hand() -> None:
-    s = L.spectrum_summary(spec([[5.0, -1.0], [3.0, 2.0], [-4.0, 1.0]]))
+    s = spectrum_summary(spec([[5.0, -1.0], [3.0, 2.0], [-4.0, 1.0]]))
     assert s["NEP"] == pytest.approx(2 / 6)
     assert s["APE"] == pytest.approx(11 / 4)  # mean of 5, 3, 2, 1
     assert s["median |negative|"] == pytest.approx(2.5)
@@ -123,7 +127,7 @@ def test_spectrum_summary_by_hand() -> None:
 def test_spectra_over_training_slider_shows_one_snapshot_per_step() -> None:
     per_tag = {tag: {"resnet": spec([[1.0 + i, 0.5]]), "vit": spec([[-2.0, 0.1 * (i + 1)]])}
                for i, tag in enumerate(["init", "warmup", "final"])}
-    fig = L.plot_spectra_over_training(per_tag)
+    fig = plot_spectra_over_training(per_tag)
     assert len(fig.data) == 3 * 2 * 2
     steps = fig.layout.sliders[0].steps
     assert [s.label for s in steps] == ["init", "warmup", "final"]
@@ -192,9 +196,9 @@ def test_claim_gap_classifier_reads_nep() -> None:
     assert c.holds is None
 
 
-def fit(labels, models, fr, nll, err, msa, patch=None, window=None) -> L.FitResult:
+def fit(labels, models, fr, nll, err, msa, patch=None, window=None) -> FitResult:
     n = len(labels)
-    return L.FitResult(labels=labels, models=models, data_fraction=np.asarray(fr, float),
+    return FitResult(labels=labels, models=models, data_fraction=np.asarray(fr, float),
                        patch_size=np.asarray(patch if patch is not None else [np.nan] * n, float),
                        window=np.asarray(window if window is not None else [np.nan] * n, float),
                        nll_train=np.asarray(nll, float), error_test=np.asarray(err, float), has_msa=msa, n_images=8)
@@ -204,9 +208,9 @@ def test_spearman_against_ranks() -> None:
     x = np.array([0.1, 0.5, 0.3, 0.9, 0.7])
     y = np.array([1.0, 3.0, 2.5, 2.0, 4.0])
     rx, ry = x.argsort().argsort(), y.argsort().argsort()
-    assert L.spearman(x, y) == pytest.approx(np.corrcoef(rx, ry)[0, 1])
-    assert L.spearman(x, -x) == pytest.approx(-1.0)
-    assert math.isnan(L.spearman([1, 2], [3, 4]))
+    assert spearman(x, y) == pytest.approx(np.corrcoef(rx, ry)[0, 1])
+    assert spearman(x, -x) == pytest.approx(-1.0)
+    assert math.isnan(spearman([1, 2], [3, 4]))
 
 
 def test_claim_error_vs_nll_detects_overfitting() -> None:
@@ -237,17 +241,17 @@ def test_claim_local_msa() -> None:
 
 def test_plot_error_vs_nll_groups_runs() -> None:
     f = fit(["a", "b", "c"], ["m1", "m2", "m1"], [1, 1, 0.5], [0.1, 0.2, 0.3], [0.1, 0.2, 0.3], [True] * 3)
-    fig = L.plot_error_vs_nll(f)
+    fig = plot_error_vs_nll(f)
     assert [tr.name for tr in fig.data] == ["m1", "m2"]
     np.testing.assert_allclose(fig.data[0].y, [10.0, 30.0])
-    assert len(L.plot_error_vs_nll(f, color_by="data_fraction").data) == 2
+    assert len(plot_error_vs_nll(f, color_by="data_fraction").data) == 2
     with pytest.raises(ValueError, match="color_by"):
-        L.plot_error_vs_nll(f, color_by="colour")
+        plot_error_vs_nll(f, color_by="colour")
 
 
 def test_fit_result_round_trips_json() -> None:
     f = fit(["a", "b", "c"], ["m1", "m2", "m1"], [1, 1, 0.5], [0.1, 0.2, 0.3], [0.1, 0.2, 0.3], [True] * 3)
-    g = L.FitResult.from_json(f.to_json())
+    g = FitResult.from_json(f.to_json())
     np.testing.assert_array_equal(g.nll_train, f.nll_train)
     assert g.labels == f.labels and np.isnan(g.patch_size).all()
 
@@ -293,7 +297,7 @@ def test_model_at_and_trajectories_use_the_snapshots() -> None:
     tr = L.trajectories({"lin": t})["lin"]
     np.testing.assert_allclose(tr.r, [1.0, 0.5, 0.0], atol=1e-12)  # straight path: r halves, angle 0
     np.testing.assert_allclose(tr.theta[:2], [0.0, 0.0], atol=1e-6)
-    fig = L.plot_trajectories({"lin": tr})
+    fig = plot_trajectories({"lin": tr})
     np.testing.assert_allclose(fig.data[0].r, [1.0, 0.5, 0.0])
 
 
@@ -303,7 +307,7 @@ def test_train_nll_is_eval_mode_cross_entropy_and_restores_mode() -> None:
     model[1].running_mean.uniform_(-1, 1)
     batches = [(torch.randn(8, 3, 6, 6), torch.randint(0, 3, (8,))) for _ in range(2)]
     model.train()
-    got = L.train_nll(model, batches)
+    got = train_nll(model, batches)
     assert model.training
     model.eval()
     with torch.no_grad():
@@ -313,9 +317,9 @@ def test_train_nll_is_eval_mode_cross_entropy_and_restores_mode() -> None:
 
 def test_training_batches_are_fixed_augmented_and_seeded() -> None:
     cfg = get_preset("smoke", n_train=48, n_test=16)
-    a = L.training_batches(cfg, 2, 16, seed=0)
-    b = L.training_batches(cfg, 2, 16, seed=0)
-    c = L.training_batches(cfg, 2, 16, seed=1)
+    a = training_batches(cfg, 2, 16, seed=0)
+    b = training_batches(cfg, 2, 16, seed=0)
+    c = training_batches(cfg, 2, 16, seed=1)
     assert [x.shape for x, _ in a] == [torch.Size([16, 3, 32, 32])] * 2
     assert all(torch.equal(x, y) and torch.equal(s, t) for (x, s), (y, t) in zip(a, b))
     assert not torch.equal(a[0][0], c[0][0])
@@ -323,7 +327,7 @@ def test_training_batches_are_fixed_augmented_and_seeded() -> None:
     t = a[0][1]
     assert t.shape == (16, 10) and torch.allclose(t.sum(1), torch.ones(16))
     assert float(t.min()) >= 0.1 / 10 - 1e-6 and float(t.max()) < 1.0
-    clean = L.training_batches(cfg, 2, 16, seed=0, mix=False)
+    clean = training_batches(cfg, 2, 16, seed=0, mix=False)
     assert clean[0][1].dtype == torch.long and clean[0][1].shape == (16,)
     # a mixed batch is lam * x + (1 - lam) * x.flip(0) (mixup) or a pasted box (cutmix) of the clean one
     for (x0, y0), (xm, tm) in zip(clean, a):
@@ -335,11 +339,11 @@ def test_training_batches_are_fixed_augmented_and_seeded() -> None:
             continue
         assert torch.all(torch.isclose(xm, x0) | pasted)  # cutmix: every pixel from the image or its partner
         assert float(pasted[:, 0].float().mean()) == pytest.approx(1 - lam, abs=0.02)
-    assert len(L.training_batches(cfg, 10, 16, seed=0)) == 3  # only 48 images
+    assert len(training_batches(cfg, 10, 16, seed=0)) == 3  # only 48 images
     from hdvit_lib.data import get_loaders
 
     n_half = len(get_loaders(cfg, data_fraction=0.5).train.dataset)  # class-balanced: about 24
-    small = L.training_batches(cfg, 5, 8, seed=0, data_fraction=0.5)
+    small = training_batches(cfg, 5, 8, seed=0, data_fraction=0.5)
     assert n_half < 48 and len(small) == n_half // 8  # full batches only
 
 
@@ -385,8 +389,8 @@ def test_fit_points_reads_settings_from_the_cache_config() -> None:
     assert np.isnan(fit.window[0]) and fit.window[1] == 3.0
     np.testing.assert_allclose(fit.error_test, [0.4, 0.3])
     np.testing.assert_array_equal(fit.patch_size, [4.0, 4.0])
-    batches = L.training_batches(cfg, 1, 32, 0, mix=False)  # the labels, as fit_points reads them
-    assert fit.nll_train[0] == pytest.approx(L.train_nll(runs["global"].model, batches), rel=1e-6)
+    batches = training_batches(cfg, 1, 32, 0, mix=False)  # the labels, as fit_points reads them
+    assert fit.nll_train[0] == pytest.approx(train_nll(runs["global"].model, batches), rel=1e-6)
 
 
 def test_classifier_runs_and_the_live_control_switch_global_pool() -> None:

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from hdvit_lib.analysis.cka import CKAResult
+from hdvit_lib.analysis.cka import CKAResult, stage_similarity
 from hdvit_lib.analysis.features import clear_cache
 from hdvit_lib.analysis.fourier import FourierResult
-from hdvit_lib.analysis.lesion import LesionResult
-from hdvit_lib.analysis.robustness import RobustnessResult
+from hdvit_lib.analysis.lesion import LesionResult, end_of_stage_lesion
+from hdvit_lib.analysis.robustness import RobustnessResult, band_means, matched_rms
 from hdvit_lib.analysis.variance import VarianceResult
 from hdvit_lib.experiments import representation as rep
 from hdvit_lib.models import get_model
@@ -58,18 +58,18 @@ def test_features_shared_and_variance_matches_a_dense_computation(models_and_bat
 def test_robustness_uses_the_same_noise_for_every_model(models_and_batches):
     models, batches = models_and_batches
     twin = {"a": models["swin_ti"], "b": models["swin_ti"]}
-    r = rep.robustness_by_model(twin, batches, CFG, magnitude=0.5, seed=3)
+    r = rep.frequency_robustness_by_model(twin, batches, CFG, magnitude=0.5, seed=3)
     np.testing.assert_array_equal(r["a"].accuracy, r["b"].accuracy)
     np.testing.assert_array_equal(r["a"].loss, r["b"].loss)
     assert r["a"].magnitude == 0.5 and r["a"].n_images == 32
-    assert rep.robustness_by_model({"a": models["swin_ti"]}, batches[:1], CFG)["a"].magnitude == rep.NOISE_MAGNITUDE["smoke"]
-    eq = rep.robustness_by_model({"a": models["swin_ti"]}, batches[:1], CFG, magnitude=2.0, construction="equal_power")["a"]
+    assert rep.frequency_robustness_by_model({"a": models["swin_ti"]}, batches[:1], CFG)["a"].magnitude == rep.NOISE_MAGNITUDE["smoke"]
+    eq = rep.frequency_robustness_by_model({"a": models["swin_ti"]}, batches[:1], CFG, magnitude=2.0, construction="equal_power")["a"]
     size = tuple(batches[0][0].shape[-2:])
     assert eq.construction == "equal_power" and r["a"].construction == "authors"
-    assert eq.magnitude == pytest.approx(rep.matched_rms(size, rep.DEFAULT_F_CENTERS, 0.1, 2.0))
+    assert eq.magnitude == pytest.approx(matched_rms(size, rep.DEFAULT_F_CENTERS, 0.1, 2.0))
     np.testing.assert_allclose(eq.noise_rms, eq.magnitude, rtol=1e-5)
     # same noise energy over the sweep as the authors' construction with eps = 2
-    a = rep.robustness_by_model({"a": models["swin_ti"]}, batches[:1], CFG, magnitude=2.0)["a"]
+    a = rep.frequency_robustness_by_model({"a": models["swin_ti"]}, batches[:1], CFG, magnitude=2.0)["a"]
     assert np.sqrt(np.mean(a.noise_rms**2)) == pytest.approx(eq.magnitude, rel=0.05)
 
 
@@ -136,7 +136,7 @@ def test_claim_fourier_and_high_frequency():
             "vit": _fourier("vit", ["embed", "msa", "mlp", "msa"], [0.0, -0.5, -0.2, -0.6])}
     rob = {"resnet": _robust("resnet", [-0.01, -0.01, -0.01, -0.01, -0.2, -0.3]),
            "vit": _robust("vit", [-0.1, -0.1, -0.1, -0.1, -0.02, -0.02])}
-    assert rep.band_means(rob["vit"]) == pytest.approx((-0.1, -0.02))
+    assert band_means(rob["vit"]) == pytest.approx((-0.1, -0.02))
     c = rep.claim_fourier(four, rob, preset="cpu")
     assert c.holds is True
     # per-block changes: vit -0.5, +0.3, -0.4 (the embedding has none); resnet +0.5, +0.5
@@ -164,7 +164,7 @@ def test_stage_similarity_and_end_of_stage_lesion():
     m[0, 1] = m[1, 0] = 0.99  # embed: left out
     cka = CKAResult(model="s", names=[str(i) for i in range(7)], kinds=kinds, depth=np.linspace(0, 1, 7),
                     matrix=m, n_images=8, n_batches=1)
-    within, across = rep.stage_similarity(cka, stages)
+    within, across = stage_similarity(cka, stages)
     assert within == pytest.approx((0.9 + 0.7 + 0.8 + 0.8) / 4)
     assert across == pytest.approx(0.0)  # the six cross-stage pairs are all 0
     les = LesionResult(model="s", index=[1, 2, 4, 5], names=["1", "2", "4", "5"], kinds=["msa", "mlp", "msa", "msa"],
@@ -172,7 +172,7 @@ def test_stage_similarity_and_end_of_stage_lesion():
                        delta_accuracy=np.array([-0.1, -0.5, -0.05, -0.2]), delta_loss=np.zeros(4),
                        clean_accuracy=0.5, clean_loss=1.0, n_images=8)
     # stage 0 holds one MSA (skipped); stage 1: last MSA (-0.2) hurts more than the first (-0.05)
-    assert rep.end_of_stage_lesion(les, [0, 0, 0, 1, 1, 1, 1]) == (1.0, 1)
+    assert end_of_stage_lesion(les, [0, 0, 0, 1, 1, 1, 1]) == (1.0, 1)
 
 
 def test_claim_similarity_on_real_tiny_models(models_and_batches):
@@ -181,11 +181,11 @@ def test_claim_similarity_on_real_tiny_models(models_and_batches):
     cka = rep.cka_by_model(feats, batch_size=16)
     les = rep.lesion_by_model(models, batches, CFG)
     c = rep.claim_similarity(cka, les, feats, preset="smoke")
-    w, x = rep.stage_similarity(cka["swin_ti"], feats["swin_ti"].stages)
+    w, x = stage_similarity(cka["swin_ti"], feats["swin_ti"].stages)
     assert c.measured["swin_ti: CKA within stage"] == w and c.measured["swin_ti: CKA across stages"] == x
-    rw, _ = rep.stage_similarity(cka["resnet50"], feats["resnet50"].stages)  # tiny ResNet: two blocks per stage
+    rw, _ = stage_similarity(cka["resnet50"], feats["resnet50"].stages)  # tiny ResNet: two blocks per stage
     assert math.isfinite(rw) and c.measured["resnet50: CKA within stage"] == rw
-    frac, n = rep.end_of_stage_lesion(les["swin_ti"], feats["swin_ti"].stages)
+    frac, n = end_of_stage_lesion(les["swin_ti"], feats["swin_ti"].stages)
     assert n == 3 and c.measured["swin_ti: stages where last MSA lesion hurts more"] == frac
     assert c.holds in (True, False) and "Verdict" in str(c)
 

@@ -8,7 +8,7 @@ estimate of independent features is far from 0 (0.89 at 64 samples, see DESIGN p
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,3 +174,15 @@ def _gram(r: torch.Tensor) -> torch.Tensor:
 def _gram_dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """<X X^T, Y Y^T>_F = ||Y^T X||_F^2, computed through the (n, n) Gram matrices (d > n)."""
     return ((x @ x.T) * (y @ y.T)).sum()
+
+
+def stage_similarity(cka: CKAResult, stages: Sequence[int]) -> tuple[float, float]:
+    """Mean CKA of block pairs within a stage and across stages (off-diagonal, Conv/MSA/MLP/pool
+    blocks only: the embedding and the head are left out). NaN where there is no such pair."""
+    keep = [i for i, k in enumerate(cka.kinds) if k in ("conv", "msa", "mlp", "pool")]
+    within, across = [], []
+    for a in keep:
+        for b in keep:
+            if a < b:
+                (within if stages[a] == stages[b] else across).append(float(cka.matrix[a, b]))
+    return (float(np.mean(within)) if within else float("nan"), float(np.mean(across)) if across else float("nan"))

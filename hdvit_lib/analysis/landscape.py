@@ -302,3 +302,30 @@ def trajectory(
         cos = float((u @ u0) / (nu * n0)) if nu > 0 else 1.0
         theta.append(math.acos(max(-1.0, min(1.0, cos))))
     return Trajectory(r=np.asarray(r), theta=np.asarray(theta), keys=list(keys))
+
+
+def landscape_curvature(ls: Landscape, z: str = "loss", radius: float = 0.5) -> float:
+    """Mean curvature of the surface ``z`` around the centre: the least-squares quadratic
+    ``c0 + c1 a + c2 b + c3 a^2 + c4 ab + c5 b^2`` over the grid points with
+    ``max(|a|, |b|) <= radius * span`` (the centre's neighbourhood: far points of a sharp model can
+    be orders of magnitude higher and would dominate the fit); returns the mean eigenvalue of its
+    Hessian ``[[2 c3, c4], [c4, 2 c5]]``, i.e. ``c3 + c5`` (per unit of the normalised direction
+    squared). Larger is sharper; negative means the centre is not a minimum on average. Falls back to
+    the 3 x 3 points around the centre if fewer than 9 points are that close."""
+    zz = np.asarray(getattr(ls, z), dtype=float)
+    a_, b_ = np.asarray(ls.a, float), np.asarray(ls.b, float)
+    B, A = np.meshgrid(b_, a_, indexing="ij")
+    span = max(np.abs(a_).max(), np.abs(b_).max())
+    near = np.maximum(np.abs(A), np.abs(B)) <= radius * span + 1e-12
+    if near.sum() < 9:
+        ia = np.argsort(np.abs(a_))[:3]
+        ib = np.argsort(np.abs(b_))[:3]
+        near = np.zeros_like(near)
+        near[np.ix_(ib, ia)] = True
+    ok = near & np.isfinite(zz)
+    if ok.sum() < 6:
+        return float("nan")
+    a, b, y = A[ok], B[ok], zz[ok]
+    X = np.stack([np.ones_like(a), a, b, a * a, a * b, b * b], 1)
+    c = np.linalg.lstsq(X, y, rcond=None)[0]
+    return float(c[3] + c[5])

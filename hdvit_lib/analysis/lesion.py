@@ -16,7 +16,7 @@ What is removed (``mode``, see ``hdvit_lib.models.blocks.Block``):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,3 +113,14 @@ def lesion_study(
         n_images=n,
         mode=mode,
     )
+
+
+def end_of_stage_lesion(lesion: LesionResult, stages: Sequence[int], kind: str = "msa") -> tuple[float, int]:
+    """Fraction of stages (with at least two residual ``kind`` blocks) where removing the last such
+    block costs more accuracy than removing the first, and the number of such stages."""
+    by_stage: dict[int, list[tuple[int, float]]] = {}
+    for i, k, d in zip(lesion.index, lesion.kinds, lesion.delta_accuracy):
+        if k == kind:
+            by_stage.setdefault(int(stages[i]), []).append((i, float(d)))
+    hits = [s[-1][1] < s[0][1] for s in by_stage.values() if len(s) >= 2]
+    return (float(np.mean(hits)) if hits else float("nan")), len(hits)

@@ -38,6 +38,8 @@ from tqdm.auto import tqdm
 from hdvit_lib.analysis.features import eval_mode, labelled_batches, model_device, score
 from hdvit_lib.analysis.result import Result
 
+#: Bands at or above this centre frequency (units of pi) count as high-frequency noise (Fig. 2b's claim).
+HIGH_BAND = 0.5
 DEFAULT_F_CENTERS = tuple(np.round(np.arange(1, 10) * 0.1, 1))  # 0.1 pi ... 0.9 pi
 CONSTRUCTIONS = ("authors", "equal_power")
 
@@ -247,3 +249,18 @@ def frequency_robustness(
 
 def _seed(seed: int, band: int, batch: int) -> int:
     return (seed * 1_000_003 + band * 10_007 + batch) % (2**63)
+
+
+def matched_rms(size: tuple[int, int], f_centers: Sequence[float], bandwidth: float, eps: float) -> float:
+    """The power mean over the bands (centres and width in units of pi) of the authors' noise RMS
+    for sign noise +-``eps`` on ``size`` images (``authors_noise_rms``)."""
+    rms = [authors_noise_rms(size, f * np.pi, bandwidth * np.pi, eps) for f in f_centers]
+    return float(np.sqrt(np.mean(np.square(rms))))
+
+
+def band_means(result: RobustnessResult, high: float = HIGH_BAND) -> tuple[float, float]:
+    """Mean accuracy change (fraction) under noise bands below and at/above ``high`` (units of pi)."""
+    f, d = np.asarray(result.f_centers), np.asarray(result.delta_accuracy, dtype=float)
+    lo = float(d[f < high].mean()) if (f < high).any() else float("nan")
+    hi = float(d[f >= high].mean()) if (f >= high).any() else float("nan")
+    return lo, hi

@@ -20,18 +20,22 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import plotly.graph_objects as go
 import torch
-from torch import nn
 
 from hdvit_lib.analysis.buildup import BuildUpTrace, build_up, evaluate_placement
+from hdvit_lib.analysis.fit import DataFractionResult
 from hdvit_lib.analysis.hessian import HessianSpectrum, spectrum_summary
-from hdvit_lib.analysis.result import Result
-from hdvit_lib.claims import Claim, verdict
+from hdvit_lib.analysis.layout import (
+    PAPER_PARAMS_M,
+    BlockLayout,
+    block_layout,
+    repeating_pattern,
+    stage_table,
+)
+from hdvit_lib.claims import Claim, binomial_se, difference_part, verdict
 from hdvit_lib.data.corruptions import (
     CORRUPTIONS,
     SEVERITIES,
@@ -39,24 +43,15 @@ from hdvit_lib.data.corruptions import (
     corruption_robustness,
 )
 
-# Chapters 12/13 call ``alt.train_models`` and ``alt.hessian_batches`` (chapter 04's batches, Fig. 12c).
+# Chapters 12/13 call ``alt.train_models``.
 from hdvit_lib.experiments.common import train_models  # noqa: F401 (re-exported for the chapters)
-from hdvit_lib.experiments.landscape import hessian_batches  # noqa: F401 (re-exported for the chapters)
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
-
-#: Colours of the block kinds in every block diagram of these chapters.
-KIND_COLORS: dict[str, str] = {
-    "embed": "#7f7f7f", "conv": "#1f77b4", "msa": "#d62728", "mlp": "#ff7f0e", "pool": "#2ca02c", "head": "#17becf",
-}
-_KIND_ORDER = tuple(KIND_COLORS)
 
 #: Fig. 3's three patterns, one model each (plus PiT and Swin, canonical Transformers with pooling).
 PATTERN_MODELS = ("resnet50", "vit_ti", "alternet50")
 #: Fig. 12b's models.
 ROBUSTNESS_MODELS = ("resnet50", "vit_ti", "pit_ti", "swin_ti", "alternet50")
-#: Fig. 11: AlterNet-50's parameter count for CIFAR-100 in the paper (millions).
-PAPER_PARAMS_M = 33.0
 #: MSAs per stage of AlterNet-50 worth comparing (Fig. 11's control).
 PAPER_LABEL = "paper, CIFAR-100 (0, 1, 1, 2)"
 MSA_PRESETS: dict[str, tuple[int, ...]] = {
@@ -107,159 +102,7 @@ def _budget(table: Mapping[str, Any], cfg: Mapping[str, Any]) -> Any:
     return table[name]
 
 
-def binomial_se(p: float, n: int) -> float:
-    """Standard error of an accuracy ``p`` measured on ``n`` independent images: ``sqrt(p(1-p)/n)``."""
-    if n <= 0 or not math.isfinite(p):
-        return float("nan")
-    return math.sqrt(max(p * (1.0 - p), 0.0) / n)
-
-
-def _diff_verdict(diff: float, se: float, what: str) -> tuple[bool | None, str]:
-    """``holds`` and words for "``diff`` > 0" given its standard error: noise within 2 SE."""
-    if not math.isfinite(diff):
-        return None, f"{what}: not measured"
-    if abs(diff) <= 2 * se:
-        return None, f"{what}: {diff:+.3f}, within noise (2 SE = {2 * se:.3f})"
-    return diff > 0, f"{what}: {diff:+.3f} ({'beyond' if diff > 0 else 'against, beyond'} 2 SE = {2 * se:.3f})"
-
-
 # --------------------------------------------------------------------------- Fig. 3: block layouts
-
-
-@dataclass
-class BlockLayout(Result):
-    """A model's block listing: per block ``names``, ``kinds``, ``stages``, ``params``; the total."""
-
-    model: str = ""
-    tiny: bool = True
-    names: list[str] = field(default_factory=list)
-    kinds: list[str] = field(default_factory=list)
-    stages: list[int] = field(default_factory=list)
-    params: list[int] = field(default_factory=list)
-    heads: list[int] = field(default_factory=list)  # 0 where the block has no attention
-    windows: list[int] = field(default_factory=list)  # 0: global attention or none
-    n_params: int = 0
-    config: dict = field(default_factory=dict)
-
-
-def _attention_setting(module: nn.Module, attrs: Sequence[str]) -> int:
-    for m in module.modules():
-        for a in attrs:
-            v = getattr(m, a, None)
-            if isinstance(v, int) and not isinstance(v, bool):
-                return int(v)
-    return 0
-
-
-def block_layout(model: nn.Module, name: str = "", tiny: bool = True, config: Mapping | None = None) -> BlockLayout:
-    """The block listing of ``model`` (``model.blocks()``): kind, stage, parameters per block, and
-    for MSA blocks the number of heads and the attention window (0: global)."""
-    out = BlockLayout(model=name, tiny=tiny, config=dict(config or {}))
-    for b in model.blocks():
-        out.names.append(b.name)
-        out.kinds.append(b.kind)
-        out.stages.append(int(b.stage))
-        out.params.append(int(sum(p.numel() for p in b.module.parameters())))
-        msa = b.kind == "msa"
-        out.heads.append(_attention_setting(b.module, ("heads", "num_heads")) if msa else 0)
-        out.windows.append(_attention_setting(b.module, ("window", "window_size")) if msa else 0)
-    out.n_params = int(sum(p.numel() for p in model.parameters()))
-    return out
-
-
-def block_layouts(names: Sequence[str], tiny: bool = True, num_classes: int = 100) -> dict[str, BlockLayout]:
-    """``{name: BlockLayout}`` of untrained zoo models (the structure only; nothing is trained)."""
-    from hdvit_lib.models import get_model
-
-    return {n: block_layout(get_model(n, num_classes=num_classes, tiny=tiny), n, tiny) for n in names}
-
-
-def repeating_pattern(layout: BlockLayout) -> dict[str, Any]:
-    """Classify a block listing into Fig. 3's patterns, from its kinds only.
-
-    ``conv`` blocks and no ``msa``: *CNN* (Conv blocks; each stage ends where the next subsamples,
-    the place of the paper's spatial smoothing); ``msa`` + ``mlp`` and no ``conv``: *canonical
-    Transformer*; ``conv`` + ``msa``: *alternating*. Also returned: ``msa_then_mlp``, the share of
-    MSA blocks directly followed by an MLP, and ``msa_stage_end``, the share of stages holding an
-    MSA whose last block is an MSA (Fig. 3 right: 1.0).
-    """
-    body = [(k, s) for k, s in zip(layout.kinds, layout.stages) if k in ("conv", "msa", "mlp")]
-    kinds = [k for k, _ in body]
-    n = {k: kinds.count(k) for k in ("conv", "msa", "mlp")}
-    msa_idx = [i for i, k in enumerate(layout.kinds) if k == "msa"]
-    then_mlp = [i + 1 < len(layout.kinds) and layout.kinds[i + 1] == "mlp" for i in msa_idx]
-    stages = sorted({s for _, s in body})
-    with_msa = [s for s in stages if any(k == "msa" and t == s for k, t in body)]
-    ends = [[k for k, t in body if t == s][-1] == "msa" for s in with_msa]
-    if n["msa"] == 0:
-        pattern = "CNN: Conv blocks, subsampling between stages"
-    elif n["conv"] == 0:
-        pattern = "canonical Transformer: MSA -> MLP, repeated"
-    else:
-        pattern = "alternating: Conv blocks, then an MSA at the stage's end"
-    return {
-        "pattern": pattern, "n_conv": n["conv"], "n_msa": n["msa"], "n_mlp": n["mlp"], "n_stages": len(stages),
-        "msa_then_mlp": float(np.mean(then_mlp)) if then_mlp else float("nan"),
-        "msa_stage_end": float(np.mean(ends)) if ends else float("nan"),
-    }
-
-
-def describe_patterns(layouts: Mapping[str, BlockLayout]) -> str:
-    """One line per model: the pattern :func:`repeating_pattern` finds and its block counts."""
-    lines = []
-    for name, lay in layouts.items():
-        p = repeating_pattern(lay)
-        lines.append(f"{name:>12}: {p['pattern']} ({p['n_conv']} Conv, {p['n_msa']} MSA, {p['n_mlp']} MLP blocks, "
-                     f"{p['n_stages']} stage(s), {lay.n_params / 1e6:.2f}M parameters)")
-    return "\n".join(lines)
-
-
-def _strip_rows(layouts: Mapping[str, BlockLayout]) -> tuple[list[list[float | None]], list[list[str]]]:
-    width = max(len(lay.kinds) for lay in layouts.values())
-    z, text = [], []
-    for lay in layouts.values():
-        row: list[float | None] = [_KIND_ORDER.index(k) + 0.5 for k in lay.kinds] + [None] * (width - len(lay.kinds))
-        hov = [f"{nm}<br>kind {k}, stage {s + 1}<br>{p / 1e6:.3g}M params"
-               + (f"<br>{h} heads, {'window ' + str(w) if w else 'global'}" if k == "msa" else "")
-               for nm, k, s, p, h, w in zip(lay.names, lay.kinds, lay.stages, lay.params, lay.heads, lay.windows)]
-        z.append(row)
-        text.append(hov + [""] * (width - len(hov)))
-    return z, text
-
-
-def _kind_colorscale() -> list[list[Any]]:
-    n = len(_KIND_ORDER)
-    scale: list[list[Any]] = []
-    for i, k in enumerate(_KIND_ORDER):
-        scale += [[i / n, KIND_COLORS[k]], [(i + 1) / n, KIND_COLORS[k]]]
-    return scale
-
-
-def plot_block_strips(layouts: Mapping[str, BlockLayout], title: str = "Repeating patterns, from model.blocks()") -> go.Figure:
-    """Fig. 3, generated: one row of cells per model, one cell per block coloured by kind
-    (embed, conv, msa, mlp, pool, head); white lines mark stage changes (subsampling). The row
-    label names the pattern :func:`repeating_pattern` finds; hover shows each block."""
-    if not layouts:
-        raise ValueError("layouts is empty: pass {model name: BlockLayout}")
-    z, text = _strip_rows(layouts)
-    labels = [f"{name}<br><sub>{repeating_pattern(lay)['pattern'].split(':')[0]}</sub>" for name, lay in layouts.items()]
-    n = len(_KIND_ORDER)
-    fig = go.Figure(go.Heatmap(
-        z=z, text=text, hoverinfo="text", y=labels, colorscale=_kind_colorscale(), zmin=0, zmax=n,
-        showscale=False, xgap=2, ygap=8))
-    for k in _KIND_ORDER:  # legend entries
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=k,
-                                 marker={"size": 12, "symbol": "square", "color": KIND_COLORS[k]}))
-    for row, lay in enumerate(layouts.values()):
-        for i in range(1, len(lay.stages)):
-            if lay.stages[i] != lay.stages[i - 1]:
-                fig.add_shape(type="line", x0=i - 0.5, x1=i - 0.5, y0=row - 0.45, y1=row + 0.45,
-                              line={"color": "black", "width": 3})
-    fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(title_text="block (in forward order); black bars: a new stage (subsampling)", showgrid=False)
-    fig.update_layout(title=title, template="plotly_white", height=140 + 90 * len(layouts),
-                      legend={"orientation": "h", "y": -0.35}, plot_bgcolor="white")
-    return fig
 
 
 def claim_patterns(layouts: Mapping[str, BlockLayout], preset: str = "") -> Claim:
@@ -307,67 +150,6 @@ def alternet_layouts(
         model = get_model("alternet50", num_classes=num_classes, tiny=tiny, msa_per_stage=tuple(msa), **cfg)
         out[label] = block_layout(model, "alternet50", tiny, {"msa_per_stage": list(msa), **cfg})
     return out
-
-
-def stage_table(layout: BlockLayout) -> list[dict[str, Any]]:
-    """One row per stage: blocks, which are MSA (index in the stage), heads, window, parameters."""
-    rows = []
-    for s in sorted(set(layout.stages)):
-        idx = [i for i, t in enumerate(layout.stages) if t == s and layout.kinds[i] in ("conv", "msa", "mlp")]
-        body = [layout.kinds[i] for i in idx]
-        msa = [j for j, k in enumerate(body) if k == "msa"]
-        rows.append({
-            "stage": s + 1, "blocks": len(body), "pattern": " ".join("M" if k == "msa" else "C" for k in body),
-            "msa_blocks": msa, "heads": sorted({layout.heads[idx[j]] for j in msa}),
-            "window": sorted({layout.windows[idx[j]] for j in msa}),
-            "params_M": round(sum(layout.params[i] for i in idx) / 1e6, 3),
-        })
-    return rows
-
-
-def plot_stage_table(layout: BlockLayout, title: str = "") -> go.Figure:
-    """:func:`stage_table` as a plotly table (C: Conv block, M: MSA block)."""
-    rows = stage_table(layout)
-    cols = ["stage", "blocks", "pattern", "msa_blocks", "heads", "window", "params_M"]
-    header = ["stage", "blocks", "pattern (C Conv, M MSA)", "MSA block index", "heads", "window", "params (M)"]
-    cells = [[", ".join(map(str, r[c])) if isinstance(r[c], list) else r[c] for r in rows] for c in cols]
-    fig = go.Figure(go.Table(header={"values": header}, cells={"values": cells}))
-    fig.update_layout(title=title or f"{layout.model}: {layout.n_params / 1e6:.2f}M parameters",
-                      height=120 + 40 * len(rows), margin={"t": 50, "b": 10})
-    return fig
-
-
-def plot_alternet(layouts: Mapping[str, BlockLayout], paper_params_m: float | None = PAPER_PARAMS_M) -> go.Figure:
-    """Fig. 11 from the model object: parameters per block (bars coloured by kind, hover: heads,
-    window), stage changes marked; a dropdown switches between MSAs-per-stage placements, and
-    the title gives the total against the paper's 33.0M."""
-    if not layouts:
-        raise ValueError("layouts is empty: pass {label: BlockLayout}")
-    fig = go.Figure()
-    buttons = []
-    labels = list(layouts)
-    for i, (label, lay) in enumerate(layouts.items()):
-        hover = [f"{nm}<br>{k}, stage {s + 1}<br>{p / 1e6:.3g}M params"
-                 + (f"<br>{h} heads, window {w}x{w}" if k == "msa" else "")
-                 for nm, k, s, p, h, w in zip(lay.names, lay.kinds, lay.stages, lay.params, lay.heads, lay.windows)]
-        fig.add_trace(go.Bar(
-            x=lay.names, y=[p / 1e6 for p in lay.params], marker_color=[KIND_COLORS[k] for k in lay.kinds],
-            hovertext=hover, hoverinfo="text", name=label, visible=i == 0,
-            text=[f"{h}h" if k == "msa" else "" for k, h in zip(lay.kinds, lay.heads)], textposition="outside"))
-        ref = f" (paper: {paper_params_m}M)" if paper_params_m else ""
-        buttons.append({"label": label, "method": "update",
-                        "args": [{"visible": [j == i for j in range(len(labels))]},
-                                 {"title": f"AlterNet-50, MSAs per stage {tuple(lay.config.get('msa_per_stage', []))}: "
-                                           f"{lay.n_params / 1e6:.2f}M parameters{ref}"}]})
-    first = layouts[labels[0]]
-    fig.update_layout(
-        title=buttons[0]["args"][1]["title"], template="plotly_white", height=460, showlegend=False,
-        updatemenus=[{"buttons": buttons, "direction": "down", "x": 1.0, "xanchor": "right", "y": 1.18}],
-        yaxis_title="parameters per block (M)", xaxis_title="block (red: MSA, blue: Conv; label: heads)")
-    for i in range(1, len(first.stages)):
-        if first.stages[i] != first.stages[i - 1]:
-            fig.add_vline(x=i - 0.5, line={"color": "black", "dash": "dot"})
-    return fig
 
 
 def claim_params(layout: BlockLayout, paper_params_m: float = PAPER_PARAMS_M, preset: str = "") -> Claim:
@@ -458,7 +240,7 @@ def claim_buildup(trace: BuildUpTrace, n_test: int, preset: str = "") -> Claim:
     base = trace.metrics[0]
     best = trace.best_metric
     se = math.sqrt(2) * binomial_se(base, n_test)
-    part, words = _diff_verdict(best - base, se, "best minus CNN baseline")
+    part, words = difference_part(best - base, se, "best minus CNN baseline")
     holds, head = verdict([part])
     measured = {"baseline accuracy": base, "best accuracy": best, "MSAs accepted": float(sum(trace.best_placement)),
                 "candidates evaluated": float(len(trace.metrics))}
@@ -472,7 +254,7 @@ def claim_buildup(trace: BuildUpTrace, n_test: int, preset: str = "") -> Claim:
 # --------------------------------------------------------------------------- Fig. 12b: robustness
 
 
-def robustness_by_model(
+def corruption_robustness_by_model(
     models: Mapping[str, Any], cfg: Mapping[str, Any], seed: int = 0, root: str | None = None
 ) -> dict[str, RobustnessCResult]:
     """Fig. 12b: ``corruption_robustness`` of every model (an ``nn.Module`` or a zoo ``Trained``)
@@ -505,7 +287,7 @@ def claim_robustness(results: Mapping[str, RobustnessCResult], alternet: str = "
     rank_r = 1 + sum(v > rob[alternet] for v in rob.values())
     other_r = max((v for k, v in rob.items() if k != alternet), default=float("nan"))
     se = math.sqrt(2) * binomial_se(rob[alternet], n * len(results[alternet].names) * len(results[alternet].severities))
-    holds_r, words = _diff_verdict(rob[alternet] - other_r, se, "robustness lead over the best other model")
+    holds_r, words = difference_part(rob[alternet] - other_r, se, "robustness lead over the best other model")
     holds, head = verdict([rank_a == 1, holds_r])
     measured = {f"{k} acc": acc[k] for k in acc} | {f"{k} robustness": rob[k] for k in rob}
     return Claim(paper="AlterNet is both more accurate and more robust to corruptions than ResNet, ViT, PiT and Swin "
@@ -582,18 +364,6 @@ def claims_fig12(trace: BuildUpTrace, robustness: Mapping[str, RobustnessCResult
             claim_hessian(spectra, preset=cfg["name"])]
 
 
-@dataclass
-class DataFractionResult(Result):
-    """Test accuracy (``accuracy[model, fraction]``) of models trained on fractions of the training set."""
-
-    models: list[str] = field(default_factory=list)
-    fractions: list[float] = field(default_factory=list)
-    accuracy: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
-    n_train: list[int] = field(default_factory=list)
-    n_test: int = 0
-    preset: str = ""
-
-
 def accuracy_vs_data(names: Sequence[str], fractions: Sequence[float], cfg: Mapping[str, Any], seed: int = 0) -> DataFractionResult:
     """Train (or load) every model on every class-balanced fraction of the training set
     (``load_or_train(..., data_fraction=f)``) and collect the final test accuracy."""
@@ -605,22 +375,6 @@ def accuracy_vs_data(names: Sequence[str], fractions: Sequence[float], cfg: Mapp
     return DataFractionResult(models=list(names), fractions=[float(f) for f in fractions], accuracy=acc,
                               n_train=[round(n * f) if n else -1 for f in fractions],
                               n_test=_n_test(cfg), preset=cfg["name"])
-
-
-def plot_accuracy_vs_data(result: DataFractionResult, title: str = "Accuracy vs training-set size") -> go.Figure:
-    """Test accuracy against the fraction of the training set, one line per model, with
-    binomial error bars (one SE on the test set)."""
-    fig = go.Figure()
-    for i, name in enumerate(result.models):
-        a = result.accuracy[i]
-        fig.add_trace(go.Scatter(
-            x=result.fractions, y=a, mode="lines+markers", name=name,
-            error_y={"type": "data", "array": [binomial_se(float(v), result.n_test) for v in a]},
-            hovertemplate=f"{name}<br>fraction %{{x}}<br>accuracy %{{y:.3f}}<extra></extra>"))
-    fig.update_xaxes(type="log", title_text="fraction of the training set", tickvals=result.fractions)
-    fig.update_yaxes(title_text="test accuracy")
-    fig.update_layout(title=f"{title} ({result.preset} preset; error bars: 1 SE)", template="plotly_white")
-    return fig
 
 
 def claim_flattening(before: HessianSpectrum, after: HessianSpectrum, preset: str = "") -> Claim:
@@ -649,8 +403,8 @@ def claim_small_data(result: DataFractionResult, alternet: str = "alternet50", c
     j = int(np.argmin(result.fractions))
     a = {m: float(result.accuracy[i, j]) for i, m in enumerate(result.models)}
     se = math.sqrt(2) * binomial_se(a[alternet], result.n_test)
-    h_cnn, w_cnn = _diff_verdict(a[alternet] - a[cnn], se, f"{alternet} - {cnn}")
-    h_vit, w_vit = _diff_verdict(a[alternet] - a[vit], se, f"{alternet} - {vit}")
+    h_cnn, w_cnn = difference_part(a[alternet] - a[cnn], se, f"{alternet} - {cnn}")
+    h_vit, w_vit = difference_part(a[alternet] - a[vit], se, f"{alternet} - {vit}")
     holds, head = verdict([h_cnn, h_vit])
     return Claim(paper="AlterNet outperforms CNNs not only in large data regimes but also in small data regimes "
                  "(abstract, Sec. 4).",
@@ -665,7 +419,7 @@ def claim_local_global(result: DataFractionResult, local: str = "vit_local", glo
     se = math.sqrt(2) * binomial_se(float(result.accuracy[g, 0]), result.n_test)
     order = np.argsort(result.fractions)
     small, large = float(gaps[order[0]]), float(gaps[order[-1]])
-    part, words = _diff_verdict(small, se, f"{local} - {glob} at the smallest fraction")
+    part, words = difference_part(small, se, f"{local} - {glob} at the smallest fraction")
     holds, head = verdict([part])
     trend = "shrinks" if large < small else "does not shrink"
     return Claim(paper="Locality constraints (local MSAs) help ViTs, above all on small data: data specificity, not "

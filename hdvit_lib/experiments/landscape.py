@@ -20,42 +20,30 @@ classify models by their block kinds, never by name.
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import plotly.colors
 import plotly.graph_objects as go
-import torch
 from torch import nn
 
-from hdvit_lib.analysis.hessian import (
-    HessianSpectrum,
-    analysis_mode,
-    spectrum,
-    spectrum_summary,
-)
+from hdvit_lib.analysis.fit import FitResult, patch_size_of, spearman, train_nll
+from hdvit_lib.analysis.hessian import HessianSpectrum, spectrum, spectrum_summary
 from hdvit_lib.analysis.landscape import (
     Landscape,
     Trajectory,
+    landscape_curvature,
     loss_landscape,
     trajectory,
 )
-from hdvit_lib.analysis.result import Result
 from hdvit_lib.claims import Claim, verdict
+from hdvit_lib.data.batches import Batches, hessian_batches, training_batches
 
-# Chapters call these as ``ex.run_spec`` / ``ex.train_runs`` / ``ex.train_models`` (explicit re-exports).
-from hdvit_lib.experiments.common import (
-    run_spec,
-    train_models,  # noqa: F401 (re-exported for the chapters)
-    train_runs,
-)
-
-Batches = list[tuple[torch.Tensor, torch.Tensor]]
+# Chapters call ``ex.train_runs`` / ``ex.train_models`` (re-exported: the chapter group's training step).
+from hdvit_lib.experiments.common import model_at, run_spec, train_models, train_runs  # noqa: F401
+from hdvit_lib.plots.hessian import plot_spectrum
 
 #: Fig. 1 and Fig. 4 compare these two.
 MODELS = ("resnet50", "vit_ti")
@@ -116,7 +104,7 @@ def default_setting(model: str, setting: str, cfg: dict[str, Any]) -> Any:
 
     m = get_model(model, tiny=bool(cfg["tiny"]))
     if setting == "patch_size":
-        ps = _patch_size(m)
+        ps = patch_size_of(m)
         return None if math.isnan(ps) else int(ps)
     return getattr(m, setting, None)
 
@@ -157,67 +145,7 @@ def classifier_runs(model: str = "vit_ti", pools: Sequence[str] = tuple(CLASSIFI
     return {f"{model} ({CLASSIFIERS[p]})": run_spec(model, global_pool=p) for p in pools}
 
 
-def model_at(trained: Any, tag: int | str) -> nn.Module:
-    """A copy of ``trained.model`` (eval mode) with the weights of snapshot ``tag``
-    (``"init"``, ``"warmup"``, ``"final"`` or an epoch)."""
-    m = copy.deepcopy(trained.model)
-    m.load_state_dict(trained.snapshot(tag))
-    return m.eval()
-
-
 # --------------------------------------------------------------------------- data
-
-
-def training_batches(cfg: dict[str, Any], n_batches: int, batch_size: int, seed: int = 0,
-                     data_fraction: float = 1.0, mix: bool = True) -> Batches:
-    """``n_batches`` fixed mini-batches of ``batch_size`` *augmented* training images, normalised as in
-    training: the data of the training loss that the paper's landscape and Hessian measure.
-
-    ``mix=True`` (the authors' protocol, ``losslandscape.ipynb``): each batch is passed through the
-    authors' Mixup/CutMix with label smoothing (:func:`hdvit_lib.data.transforms.authors_mixup`), so
-    the targets are soft (B, C); mixing is drawn from ``seed`` (numpy's generator, restored after),
-    so every grid point and every model sees the same mixed batches. ``mix=False``: class indices.
-    The same ``seed`` gives the same images and augmentations. Fewer batches if the training set is
-    smaller."""
-    from hdvit_lib.data import get_loaders
-    from hdvit_lib.data.transforms import authors_mixup
-
-    loaders = get_loaders({**cfg, "batch_size": int(batch_size)}, seed=seed, data_fraction=data_fraction)
-    mixer = authors_mixup(loaders.num_classes, float(cfg.get("label_smoothing", 0.1))) if mix else None
-    if mixer is not None and batch_size % 2:
-        raise ValueError(f"mixup pairs images within a batch: batch_size={batch_size} must be even")
-    out: Batches = []
-    np_state = np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-        try:
-            for x, y in loaders.train:
-                if len(out) == n_batches:
-                    break
-                if len(out) and x.shape[0] != out[0][0].shape[0]:
-                    break  # a short last batch: keep equal shapes (Hessians are stacked)
-                x, y = x.cpu(), torch.as_tensor(y).cpu()
-                if mixer is not None:
-                    x, y = mixer(x.clone(), y)
-                out.append((x, y))
-        finally:
-            np.random.set_state(np_state)
-    if not out:
-        raise ValueError(f"the training set holds fewer than batch_size={batch_size} images")
-    return out
-
-
-def hessian_batches(cfg: dict[str, Any], seed: int = 0, data_fraction: float = 1.0) -> Batches:
-    """The preset's Hessian mini-batches (``hessian_batches`` of ``hessian_batch_size``)."""
-    return training_batches(cfg, cfg["hessian_batches"], cfg["hessian_batch_size"], seed, data_fraction)
-
-
-def landscape_batches(cfg: dict[str, Any], seed: int = 0, batch_size: int = 128) -> Batches:
-    """``landscape_images`` augmented training images in batches of ``batch_size``."""
-    n = int(cfg["landscape_images"])
-    bs = min(batch_size, n)
-    return training_batches(cfg, math.ceil(n / bs), bs, seed)
 
 
 # --------------------------------------------------------------------------- Hessian spectra
@@ -271,34 +199,6 @@ def own_data_spectra(trained: Mapping[str, Any], cfg: dict[str, Any], tag: int |
     return out
 
 
-def plot_spectra_over_training(per_tag: Mapping[str, Mapping[str, HessianSpectrum]]) -> go.Figure:
-    """Fig. 1b with a slider over the snapshot (``init``, ``warmup``, ...): each step shows
-    ``hdvit_lib.plots.hessian.plot_spectrum`` of every model at that snapshot, on one shared axis."""
-    from hdvit_lib.plots.hessian import plot_spectrum
-
-    if not per_tag:
-        raise ValueError("per_tag is empty: pass {tag: {label: HessianSpectrum}}")
-    pooled = {f"{tag}/{label}": s for tag, specs in per_tag.items() for label, s in specs.items()}
-    fig = plot_spectrum(pooled)  # one grid for every snapshot: densities stay comparable
-    n_models = len(next(iter(per_tag.values())))
-    colors = plotly.colors.qualitative.Plotly
-    # plot_spectrum adds (negative, positive) traces per entry of ``pooled``: tag-major, then model
-    tag_of = [(t // 2) // n_models for t in range(len(fig.data))]
-    for t, tr in enumerate(fig.data):
-        label = tr.name.split("/", 1)[1]
-        tr.update(name=label, legendgroup=label, visible=tag_of[t] == 0,
-                  line={"color": colors[((t // 2) % n_models) % len(colors)]})
-    tags = list(per_tag)
-    fig.update_layout(
-        title=f"Hessian max-eigenvalue spectra at {tags[0]}",
-        sliders=[{"active": 0, "currentvalue": {"prefix": "snapshot: "}, "pad": {"t": 50},
-                  "steps": [{"method": "update", "label": tag,
-                             "args": [{"visible": [x == i for x in tag_of]},
-                                      {"title": f"Hessian max-eigenvalue spectra at {tag}"}]}
-                            for i, tag in enumerate(tags)]}])
-    return fig
-
-
 # --------------------------------------------------------------------------- landscapes
 
 
@@ -311,33 +211,6 @@ def landscapes(models: Mapping[str, nn.Module], batches: Batches, cfg: dict[str,
                                   weight_decay=float(cfg["weight_decay"]), norm=norm, name=label, progress=False,
                                   amp=bool(cfg.get("landscape_amp", False)))
             for label, m in models.items()}
-
-
-def landscape_curvature(ls: Landscape, z: str = "loss", radius: float = 0.5) -> float:
-    """Mean curvature of the surface ``z`` around the centre: the least-squares quadratic
-    ``c0 + c1 a + c2 b + c3 a^2 + c4 ab + c5 b^2`` over the grid points with
-    ``max(|a|, |b|) <= radius * span`` (the centre's neighbourhood: far points of a sharp model can
-    be orders of magnitude higher and would dominate the fit); returns the mean eigenvalue of its
-    Hessian ``[[2 c3, c4], [c4, 2 c5]]``, i.e. ``c3 + c5`` (per unit of the normalised direction
-    squared). Larger is sharper; negative means the centre is not a minimum on average. Falls back to
-    the 3 x 3 points around the centre if fewer than 9 points are that close."""
-    zz = np.asarray(getattr(ls, z), dtype=float)
-    a_, b_ = np.asarray(ls.a, float), np.asarray(ls.b, float)
-    B, A = np.meshgrid(b_, a_, indexing="ij")
-    span = max(np.abs(a_).max(), np.abs(b_).max())
-    near = np.maximum(np.abs(A), np.abs(B)) <= radius * span + 1e-12
-    if near.sum() < 9:
-        ia = np.argsort(np.abs(a_))[:3]
-        ib = np.argsort(np.abs(b_))[:3]
-        near = np.zeros_like(near)
-        near[np.ix_(ib, ia)] = True
-    ok = near & np.isfinite(zz)
-    if ok.sum() < 6:
-        return float("nan")
-    a, b, y = A[ok], B[ok], zz[ok]
-    X = np.stack([np.ones_like(a), a, b, a * a, a * b, b * b], 1)
-    c = np.linalg.lstsq(X, y, rcond=None)[0]
-    return float(c[3] + c[5])
 
 
 # --------------------------------------------------------------------------- trajectories
@@ -353,54 +226,7 @@ def trajectories(trained: Mapping[str, Any]) -> dict[str, Trajectory]:
     return out
 
 
-def plot_trajectories(trajs: Mapping[str, Trajectory]) -> go.Figure:
-    """Polar plot of each trajectory: radius ``r_t``, angle ``theta_t`` (degrees), one line per run."""
-    colors = plotly.colors.qualitative.Plotly
-    fig = go.Figure()
-    for i, (label, tr) in enumerate(trajs.items()):
-        fig.add_trace(go.Scatterpolar(r=tr.r, theta=np.degrees(tr.theta), mode="lines+markers", name=label,
-                                      line={"color": colors[i % len(colors)]}))
-    fig.update_layout(title="Optimisation trajectories in polar coordinates (first arXiv version only)",
-                      template="plotly_white", height=420,
-                      polar={"angularaxis": {"direction": "counterclockwise"}, "sector": [0, 180]})
-    return fig
-
-
 # --------------------------------------------------------------------------- error vs training NLL
-
-
-@dataclass
-class FitResult(Result):
-    """One point per run: training NLL and test error (Figs. 5-7, C.2), with the run's settings."""
-
-    labels: list[str] = field(default_factory=list)
-    models: list[str] = field(default_factory=list)
-    data_fraction: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    patch_size: np.ndarray = field(default_factory=lambda: np.zeros(0))  # NaN: no patch embedding
-    window: np.ndarray = field(default_factory=lambda: np.zeros(0))  # NaN: global attention / none
-    nll_train: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    error_test: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    has_msa: list[bool] = field(default_factory=list)
-    n_images: int = 0
-
-
-def train_nll(model: nn.Module, batches: Batches) -> float:
-    """Mean cross-entropy (no label smoothing) of ``model`` in eval mode over ``batches``."""
-    total, n = 0.0, 0
-    dev = next(model.parameters()).device
-    with analysis_mode(model), torch.no_grad():
-        for x, y in batches:
-            total += float(nn.functional.cross_entropy(model(x.to(dev)), y.to(dev), reduction="sum"))
-            n += len(y)
-    return total / n
-
-
-def _patch_size(model: nn.Module) -> float:
-    pe = getattr(model, "patch_embed", None)
-    ps = getattr(pe, "patch_size", None)
-    if ps is None:
-        return float("nan")
-    return float(ps[0] if isinstance(ps, (tuple, list)) else ps)
 
 
 def fit_points(trained: Mapping[str, Any], cfg: dict[str, Any], seed: int = 0,
@@ -421,7 +247,7 @@ def fit_points(trained: Mapping[str, Any], cfg: dict[str, Any], seed: int = 0,
         res.models.append(t.config["model"])
         res.has_msa.append(any(b.kind == "msa" for b in t.model.blocks()))
         fr.append(f)
-        ps.append(_patch_size(t.model))
+        ps.append(patch_size_of(t.model))
         window = t.config.get("model_cfg", {}).get("window")  # None: global attention
         win.append(float("nan") if window is None else float(window))
         nll.append(train_nll(t.model, batches))
@@ -431,58 +257,7 @@ def fit_points(trained: Mapping[str, Any], cfg: dict[str, Any], seed: int = 0,
     return res
 
 
-def plot_error_vs_nll(fit: FitResult, color_by: str = "models", title: str | None = None) -> go.Figure:
-    """Test error against training NLL, one marker per run, grouped (coloured) by ``color_by``
-    (``models``, ``labels``, ``data_fraction``, ``patch_size`` or ``window``); hover shows the run."""
-    choices = ("models", "labels", "data_fraction", "patch_size", "window")
-    if color_by not in choices:
-        raise ValueError(f"color_by={color_by!r} is not one of {choices}")
-    values = getattr(fit, color_by)
-    groups = [str(g) for g in (values.tolist() if isinstance(values, np.ndarray) else values)]
-    colors = plotly.colors.qualitative.Plotly
-    fig = go.Figure()
-    for i, g in enumerate(dict.fromkeys(groups)):
-        idx = [j for j, x in enumerate(groups) if x == g]
-        fig.add_trace(go.Scatter(
-            x=fit.nll_train[idx], y=100 * fit.error_test[idx], mode="markers+text", name=g,
-            text=[fit.labels[j] for j in idx], textposition="top center",
-            marker={"size": 11, "color": colors[i % len(colors)]},
-            hovertemplate="%{text}<br>NLL_train %{x:.3f}<br>error %{y:.1f}%<extra></extra>"))
-    fig.update_layout(title=title or "Test error against training NLL", template="plotly_white", height=420,
-                      xaxis_title="NLL on training images (eval mode)", yaxis_title="test error (%)",
-                      legend_title=color_by)
-    return fig
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman rank correlation (average ranks for ties); NaN with fewer than 3 points or constant data."""
-    from scipy.stats import spearmanr
-
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
-        return float("nan")
-    return float(spearmanr(x[ok], y[ok]).statistic)
-
-
 # --------------------------------------------------------------------------- live controls
-
-
-def sweep_spectrum_figure(value: Any, *, cfg: dict[str, Any], model: str, setting: str, batches: Batches,
-                          seed: int = 0, tag: int | str = "final") -> go.Figure:
-    """Train (or load) ``model`` with ``{setting: value}`` and plot its Hessian spectrum at snapshot
-    ``tag`` (default: final weights); the ``compute`` of the live controls of chapters 05, 06 and 07."""
-    from hdvit_lib.plots.hessian import plot_spectrum
-
-    t = train_runs({f"{model} {setting}={value}": run_spec(model, **{setting: value})}, cfg, seed)
-    label, tr = next(iter(t.items()))
-    m = tr.model if tag == "final" else model_at(tr, tag)
-    return plot_spectrum({label: hessian_spectrum(m, batches, cfg, seed, name=label)},
-                         title=_sweep_title(setting, value, tag))
-
-
-def _sweep_title(setting: str, value: Any, tag: int | str) -> str:
-    return f"Hessian spectrum, {setting}={value}" + ("" if tag == "final" else f" at {tag}")
 
 
 def live_sweep_control(cfg: dict[str, Any], model: str, setting: str, values: Sequence[Any],
@@ -705,3 +480,18 @@ def claim_local_msa(fit: FitResult, specs: Mapping[str, HessianSpectrum], global
         f"vs {neg_g:.0%} for global attention"),
     ]
     return Claim(paper, measured, holds, f"{head}: " + "; ".join(words) + ".", preset)
+
+
+def sweep_spectrum_figure(value: Any, *, cfg: dict[str, Any], model: str, setting: str, batches: Batches,
+                          seed: int = 0, tag: int | str = "final") -> go.Figure:
+    """Train (or load) ``model`` with ``{setting: value}`` and plot its Hessian spectrum at snapshot
+    ``tag`` (default: final weights); the ``compute`` of the live controls of chapters 05, 06 and 07."""
+    t = train_runs({f"{model} {setting}={value}": run_spec(model, **{setting: value})}, cfg, seed)
+    label, tr = next(iter(t.items()))
+    m = tr.model if tag == "final" else model_at(tr, tag)
+    return plot_spectrum({label: hessian_spectrum(m, batches, cfg, seed, name=label)},
+                         title=_sweep_title(setting, value, tag))
+
+
+def _sweep_title(setting: str, value: Any, tag: int | str) -> str:
+    return f"Hessian spectrum, {setting}={value}" + ("" if tag == "final" else f" at {tag}")

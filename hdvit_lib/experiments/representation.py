@@ -25,15 +25,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from hdvit_lib.analysis.cka import CKAResult, cka_matrix
+from hdvit_lib.analysis.cka import CKAResult, cka_matrix, stage_similarity
 from hdvit_lib.analysis.features import Features, extract_features
 from hdvit_lib.analysis.fourier import FourierResult, fourier_analysis
-from hdvit_lib.analysis.lesion import LesionResult, lesion_study
+from hdvit_lib.analysis.lesion import LesionResult, end_of_stage_lesion, lesion_study
 from hdvit_lib.analysis.robustness import (
     DEFAULT_F_CENTERS,
     RobustnessResult,
-    authors_noise_rms,
+    band_means,
     frequency_robustness,
+    matched_rms,
 )
 from hdvit_lib.analysis.variance import VarianceResult, feature_map_variance
 from hdvit_lib.claims import Claim, verdict
@@ -43,8 +44,6 @@ Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
 #: The paper's models for these figures (Figs. 2, 8, 9: ResNet and ViT; App. D adds PiT, Swin, AlterNet).
 MODELS = ("resnet50", "vit_ti", "pit_ti", "swin_ti", "alternet50")
-#: Noise bands at or above this frequency (units of pi) count as "high" in Fig. 2b's claim.
-HIGH_BAND = 0.5
 #: eps of Fig. 2b's noise per preset: the +-eps sign noise (normalised pixel units) that the
 #: authors' FreqAttack filters to a band (the paper does not publish its value). After filtering, at
 #: 32x32 with 0.1 pi bands, the RMS is 0.11 eps (0.1 pi band) ... 0.41 eps (0.9 pi), 0.26 eps as a
@@ -163,7 +162,7 @@ def fourier_by_model(features: Mapping[str, Features]) -> dict[str, FourierResul
     return {name: fourier_analysis(f, model_name=name) for name, f in features.items()}
 
 
-def robustness_by_model(
+def frequency_robustness_by_model(
     models: Mapping[str, nn.Module],
     batches: Iterable | torch.Tensor,
     cfg: dict[str, Any],
@@ -187,13 +186,6 @@ def robustness_by_model(
                                    model_name=name, construction=construction)
         for name, m in models.items()
     }
-
-
-def matched_rms(size: tuple[int, int], f_centers: Sequence[float], bandwidth: float, eps: float) -> float:
-    """The power mean over the bands (centres and width in units of pi) of the authors' noise RMS
-    for sign noise +-``eps`` on ``size`` images (``authors_noise_rms``)."""
-    rms = [authors_noise_rms(size, f * np.pi, bandwidth * np.pi, eps) for f in f_centers]
-    return float(np.sqrt(np.mean(np.square(rms))))
 
 
 def _image_size(batches: Iterable | torch.Tensor) -> tuple[int, int]:
@@ -301,14 +293,6 @@ def _pick(results: Mapping[str, Any], msa: bool) -> str | None:
     return None
 
 
-def band_means(result: RobustnessResult, high: float = HIGH_BAND) -> tuple[float, float]:
-    """Mean accuracy change (fraction) under noise bands below and at/above ``high`` (units of pi)."""
-    f, d = np.asarray(result.f_centers), np.asarray(result.delta_accuracy, dtype=float)
-    lo = float(d[f < high].mean()) if (f < high).any() else float("nan")
-    hi = float(d[f >= high].mean()) if (f >= high).any() else float("nan")
-    return lo, hi
-
-
 def _blocks(n: int) -> str:
     return f"{n} block" + ("" if n == 1 else "s")
 
@@ -355,29 +339,6 @@ def claim_fourier(
                    f"{100 * rb[cnn][1]:+.1f} percentage points ({vit} {'more' if b else 'less'} robust)")
     holds, head = verdict([a, b])
     return Claim(paper, measured, holds, f"{head}: {words_a}; {words_b}.", preset)
-
-
-def stage_similarity(cka: CKAResult, stages: Sequence[int]) -> tuple[float, float]:
-    """Mean CKA of block pairs within a stage and across stages (off-diagonal, Conv/MSA/MLP/pool
-    blocks only: the embedding and the head are left out). NaN where there is no such pair."""
-    keep = [i for i, k in enumerate(cka.kinds) if k in ("conv", "msa", "mlp", "pool")]
-    within, across = [], []
-    for a in keep:
-        for b in keep:
-            if a < b:
-                (within if stages[a] == stages[b] else across).append(float(cka.matrix[a, b]))
-    return (float(np.mean(within)) if within else float("nan"), float(np.mean(across)) if across else float("nan"))
-
-
-def end_of_stage_lesion(lesion: LesionResult, stages: Sequence[int], kind: str = "msa") -> tuple[float, int]:
-    """Fraction of stages (with at least two residual ``kind`` blocks) where removing the last such
-    block costs more accuracy than removing the first, and the number of such stages."""
-    by_stage: dict[int, list[tuple[int, float]]] = {}
-    for i, k, d in zip(lesion.index, lesion.kinds, lesion.delta_accuracy):
-        if k == kind:
-            by_stage.setdefault(int(stages[i]), []).append((i, float(d)))
-    hits = [s[-1][1] < s[0][1] for s in by_stage.values() if len(s) >= 2]
-    return (float(np.mean(hits)) if hits else float("nan")), len(hits)
 
 
 def claim_similarity(

@@ -109,3 +109,33 @@ def plot_spectrum_sweep(
                                 "pad": {"t": 50}}])
     first = next(iter(results))
     return _layout(fig, f"Hessian spectrum, {label}={first}")
+
+
+def plot_spectra_over_training(per_tag: Mapping[str, Mapping[str, HessianSpectrum]]) -> go.Figure:
+    """Fig. 1b with a slider over the snapshot (``init``, ``warmup``, ...): each step shows
+    ``hdvit_lib.plots.hessian.plot_spectrum`` of every model at that snapshot, on one shared axis."""
+    from hdvit_lib.plots.hessian import plot_spectrum
+
+    if not per_tag:
+        raise ValueError("per_tag is empty: pass {tag: {label: HessianSpectrum}}")
+    pooled = {f"{tag}/{label}": s for tag, specs in per_tag.items() for label, s in specs.items()}
+    fig = plot_spectrum(pooled)  # one grid for every snapshot: densities stay comparable
+    n_models = len(next(iter(per_tag.values())))
+    colors = plotly.colors.qualitative.Plotly
+    # plot_spectrum adds (negative, positive) traces per entry of ``pooled``: tag-major, then model
+    tag_of = [(t // 2) // n_models for t in range(len(fig.data))]
+    for t, tr in enumerate(fig.data):
+        label = tr.name.split("/", 1)[1]
+        tr.update(name=label, legendgroup=label, visible=tag_of[t] == 0,
+                  line={"color": colors[((t // 2) % n_models) % len(colors)]})
+    tags = list(per_tag)
+    fig.update_layout(
+        title=f"Hessian max-eigenvalue spectra at {tags[0]}",
+        sliders=[{"active": 0, "currentvalue": {"prefix": "snapshot: "}, "pad": {"t": 50},
+                  "steps": [{"method": "update", "label": tag,
+                             "args": [{"visible": [x == i for x in tag_of]},
+                                      {"title": f"Hessian max-eigenvalue spectra at {tag}"}]}
+                            for i, tag in enumerate(tags)]}])
+    return fig
+
+

@@ -20,11 +20,10 @@ from hdvit_lib.analysis.fourier import FourierResult
 from hdvit_lib.analysis.lesion import LesionResult
 from hdvit_lib.analysis.robustness import RobustnessResult
 from hdvit_lib.analysis.variance import VarianceResult
+from hdvit_lib.plots.style import KIND_COLORS
 
 MSA_SHADE = "rgba(128, 128, 128, 0.18)"
 POOL_SHADE = "rgba(31, 119, 180, 0.15)"
-KIND_COLORS = {"embed": "#2ca02c", "conv": "#1f77b4", "msa": "#7f7f7f", "mlp": "#d62728",
-               "pool": "#17becf", "head": "#9467bd"}
 PALETTE = pc.qualitative.Plotly
 
 
