@@ -40,7 +40,7 @@ def train_runs(runs: Mapping[str, Mapping[str, Any]], cfg: dict[str, Any], seed:
                   f"{t.history.final('test_acc'):.3f} on {t.config['test_set']}")
         else:
             t = load_or_train(r["model"], preset=cfg["name"], data_fraction=fraction, seed=seed, model_cfg=model_cfg,
-                              device=cfg.get("device"), progress=progress)
+                              download=bool(cfg.get("download")), device=cfg.get("device"), progress=progress)
             print(f"{label}: test accuracy {t.history.final('test_acc'):.3f} after {t.history.epochs_done} epochs "
                   f"({cfg['name']} preset)" + (f"; trained here: {why_not}" if why_not else ""))
         out[label] = t
