@@ -404,17 +404,21 @@ def test_train_runs_uses_the_checkpoints_where_they_fit(official_vit, monkeypatc
     assert trained_here == [("vit_ti", 0.06, None), ("vit_ti", 1.0, {"patch_size": 4}), ("alternet50", 1.0, None)]
     text = capsys.readouterr().out
     assert "all of the data, this run 6%" in text and "no released checkpoint for 'alternet50'" in text
-    # with the default weights="trained" nothing is loaded
+    # with weights="trained" nothing is loaded
     trained_here.clear()
-    train_runs({"vit": run_spec("vit_ti")}, get_preset("paper") | {"device": "cpu"})
+    train_runs({"vit": run_spec("vit_ti")}, get_preset("paper", weights="trained") | {"device": "cpu"})
     assert trained_here == [("vit_ti", 1.0, None)]
 
 
 def test_official_weights_need_the_paper_preset():
     from hdvit_lib.presets import get_preset
 
-    with pytest.raises(ValueError, match="preset='paper'"):
+    with pytest.raises(ValueError, match="preset='gpu' or 'paper'"):
         get_preset("smoke", weights="official")
     with pytest.raises(ValueError, match="trained, official"):
         get_preset("paper", weights="authors")
-    assert get_preset("paper", weights="official")["weights"] == "official"
+    # the paper's own models are the default where they fit; the tiny presets train their own
+    assert get_preset("paper")["weights"] == get_preset("gpu")["weights"] == "official"
+    assert get_preset("smoke")["weights"] == get_preset("cpu")["weights"] == "trained"
+    with pytest.raises(ValueError, match="preset='gpu' or 'paper'"):
+        get_preset("gpu", dataset="synthetic")
