@@ -395,6 +395,7 @@ def test_train_runs_uses_the_checkpoints_where_they_fit(official_vit, monkeypatc
         return zoo.Trained(torch.nn.Identity(), History(epoch=[1], test_acc=[0.5]), {"model": name}, Path("."))
 
     monkeypatch.setattr(zoo, "load_or_train", fake_train)
+    monkeypatch.setattr(zoo, "plan", lambda runs, cfg, seed=0: zoo.Plan([], "cpu", "paper"))  # no timing of paper models
     cfg = get_preset("paper", weights="official", batch_size=10) | {"device": "cpu"}
     runs = {"vit": run_spec("vit_ti"), "vit 6%": run_spec("vit_ti", 0.06), "vit p4": run_spec("vit_ti", patch_size=4),
             "alternet": run_spec("alternet50"), "vit p2": run_spec("vit_ti", patch_size=2)}

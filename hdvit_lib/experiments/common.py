@@ -25,11 +25,15 @@ def train_runs(runs: Mapping[str, Mapping[str, Any]], cfg: dict[str, Any], seed:
     With ``cfg["weights"] == "official"`` a run that the authors' checkpoint fits (a released model
     at its default settings on all of the data: ``hdvit_lib.pretrained.official_mismatch``) is that
     checkpoint (``load_official``, its test accuracy measured here); every other run is trained,
-    and the line printed says why.
+    and the line printed says why. Before anything is trained, the plan (``hdvit_lib.zoo.plan``: what
+    will be trained and its time on this device, measured from a few steps) is printed.
     """
     from hdvit_lib.pretrained import load_official, official_mismatch
-    from hdvit_lib.zoo import load_or_train
+    from hdvit_lib.zoo import load_or_train, plan
 
+    todo = plan(runs, cfg, seed)
+    if todo.to_train:
+        print(todo)
     out = {}
     for label, r in runs.items():
         fraction, model_cfg = r.get("data_fraction", 1.0), r.get("model_cfg") or None
