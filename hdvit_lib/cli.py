@@ -18,6 +18,35 @@ from pathlib import Path
 from hdvit_lib.presets import NAMES
 
 ANALYSES = ("hessian", "landscape")
+DATASETS = ("synthetic", "fractal", "cifar10", "cifar100", "imagefolder")  # hdvit_lib.data.NAMES (not imported: torch)
+
+
+def _checked(kind: type, ok, need: str):
+    """An argparse type: a ``kind`` (int or float) for which ``ok(value)``, else argparse's own one-line
+    error saying ``need`` (e.g. "a positive integer")."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"{text} is invalid: must be {need}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+_POSITIVE_INT = _checked(int, lambda v: v > 0, "a positive integer")
+_POSITIVE = _checked(float, lambda v: v > 0, "a positive number")
+_NON_NEGATIVE_INT = _checked(int, lambda v: v >= 0, "an integer >= 0")
+_FRACTION = _checked(float, lambda v: 0.0 < v <= 1.0, "a number in (0, 1]")
+
+
+def known_models() -> list[str]:
+    """The names ``--model`` accepts (``hdvit_lib.models.list_models()``)."""
+    from hdvit_lib.models import list_models
+
+    return list_models()
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -25,15 +54,17 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     ``analyze`` with the same ones finds the model ``train`` made."""
     p.add_argument("--model", required=True, help="a name from hdvit_lib.models.list_models(), e.g. vit_ti")
     p.add_argument("--preset", default="smoke", choices=NAMES)
-    p.add_argument("--dataset", default=None, help="synthetic | fractal | cifar10 | cifar100 | imagefolder (default: preset's)")
+    p.add_argument("--dataset", default=None, choices=DATASETS, help="(default: the preset's)")
     p.add_argument("--data-root", default=None, help="dataset folder (default: the data module's)")
-    p.add_argument("--download", action="store_true", help="download the dataset if it is missing")
-    p.add_argument("--fraction", type=float, default=1.0, help="fraction of the training set to use")
+    p.add_argument("--download", action="store_true", default=None,
+                   help="download the dataset if it is missing (default: the preset's; paper: yes)")
+    p.add_argument("--fraction", type=_FRACTION, default=1.0, help="fraction of the training set to use")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
-    p.add_argument("--batch-size", type=int, default=None, help="override the preset's (global) batch size")
-    p.add_argument("--lr", type=float, default=None, help="override the preset's learning rate")
-    p.add_argument("--device-augment", type=int, default=None, metavar="G",
+    p.add_argument("--epochs", type=_POSITIVE_INT, default=None, help="override the preset's epochs")
+    p.add_argument("--batch-size", type=_POSITIVE_INT, default=None,
+                   help="override the preset's (global) batch size")
+    p.add_argument("--lr", type=_POSITIVE, default=None, help="override the preset's learning rate")
+    p.add_argument("--device-augment", type=_NON_NEGATIVE_INT, default=None, metavar="G",
                    help="augment on the training device, RandAugment drawn per group of G images "
                         "(paper preset: 8; 1: per image as in the paper; 0: per image on the CPU)")
     p.add_argument("--cache", default=None, help="cache directory (default: $HDVIT_CACHE or ~/.cache/hdvit)")
@@ -55,15 +86,18 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--snapshot", default="final", help="init | warmup | final | an epoch number")
     a.add_argument("--out", required=True, help="where rank 0 writes the result (JSON)")
     a.add_argument("--method", default="lanczos", choices=("lanczos", "power"), help="hessian eigen-solver")
-    a.add_argument("--n-batches", type=int, default=None, help="hessian mini-batches (default: preset's)")
-    a.add_argument("--k", type=int, default=None, help="hessian eigenvalues per mini-batch (default: preset's)")
-    a.add_argument("--tol", type=float, default=1e-3, help="hessian solver tolerance")
-    a.add_argument("--max-iter", type=int, default=100, help="hessian solver iterations (Lanczos: Krylov dimension)")
-    a.add_argument("--points", type=int, default=None, help="landscape grid points per axis (default: preset's)")
-    a.add_argument("--span", type=float, default=1.0, help="landscape grid: [-span, span] per axis")
+    a.add_argument("--n-batches", type=_POSITIVE_INT, default=None, help="hessian mini-batches (default: preset's)")
+    a.add_argument("--k", type=_POSITIVE_INT, default=None, help="hessian eigenvalues per mini-batch (default: preset's)")
+    a.add_argument("--tol", type=_POSITIVE, default=1e-3, help="hessian solver tolerance")
+    a.add_argument("--max-iter", type=_POSITIVE_INT, default=100,
+                   help="hessian solver iterations (Lanczos: Krylov dimension)")
+    a.add_argument("--points", type=_POSITIVE_INT, default=None,
+                   help="landscape grid points per axis (default: preset's)")
+    a.add_argument("--span", type=_POSITIVE, default=1.0, help="landscape grid: [-span, span] per axis")
 
     c = sub.add_parser("cache", help="list the cached runs")
     c.add_argument("--cache", default=None, help="cache directory (default: $HDVIT_CACHE or ~/.cache/hdvit)")
+    p.commands = {"train": t, "analyze": a, "cache": c}  # for errors with the sub-command's usage line
     return p
 
 
@@ -170,6 +204,28 @@ def _list_cache(args: argparse.Namespace) -> None:
               f"test_acc={info['test_acc']:.4f}")
 
 
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What argparse cannot check alone: the model name, the snapshot; one ``error:`` line, exit 2."""
+    if getattr(args, "model", None) is not None:
+        models = known_models()
+        if args.model not in models:
+            parser.error(f"argument --model: unknown model {args.model!r}; choose one of {', '.join(models)}")
+    snap = getattr(args, "snapshot", "final")
+    if not (snap in ("init", "warmup", "final") or snap.isdigit()):
+        parser.error(f"argument --snapshot: {snap!r} is not init, warmup, final or an epoch number")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
-    {"train": _train, "analyze": _analyze, "cache": _list_cache}[args.command](args)
+    """Run a command. A user's mistake (unknown model, ``--epochs 0``, ...) prints argparse's
+    usage and one ``error:`` line naming the valid values, and exits with status 2; a download
+    that fails prints one ``error:`` line saying where to put the files, and exits with 1."""
+    from hdvit_lib.errors import DownloadError
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check(parser.commands[args.command], args)
+    try:
+        {"train": _train, "analyze": _analyze, "cache": _list_cache}[args.command](args)
+    except DownloadError as e:
+        parser.exit(1, f"{parser.prog}: error: {e}\n")
+

@@ -87,7 +87,8 @@ def describe_preset(name: str) -> str:
     resolved = resolve(name)
     if name == "auto":
         why = "a CUDA GPU is present" if torch.cuda.is_available() else "no CUDA GPU was found"
-        return f"preset 'auto' -> '{resolved}' ({why}; pass preset='smoke'|'cpu'|'paper' to choose)"
+        return (f"preset 'auto' -> '{resolved}' ({why}; pass preset='smoke'|'cpu'|'gpu'|'paper' to choose; "
+                "'paper' is the authors' full 300-epoch recipe)")
     return f"preset '{resolved}'"
 
 
@@ -95,18 +96,20 @@ def setup(
     preset: str = "auto",
     *,
     seed: int | None = 0,
-    weights: str = "trained",
+    weights: str | None = None,
     renderer: str | None = None,
     verbose: bool = True,
 ) -> dict[str, Any]:
     """Prepare a chapter: resolve ``preset``, set the plotly renderer, seed, report the device.
 
-    ``weights="official"`` makes the chapter use the authors' CIFAR-100 checkpoints where they fit
-    (``paper`` preset only; see ``hdvit_lib.experiments.common.train_runs``).
+    ``weights``: ``"official"`` makes the chapter use the authors' CIFAR-100 checkpoints where they
+    fit (``gpu`` and ``paper`` presets, where it is the default; see
+    ``hdvit_lib.experiments.common.train_runs``), ``"trained"`` trains every model here; ``None``:
+    the preset's.
     Returns the preset's settings (``hdvit_lib.presets.get_preset``) with ``device`` added
     (``"cuda"`` when a GPU is present, else ``"cpu"``).
     """
-    cfg = get_preset(preset, weights=weights)
+    cfg = get_preset(preset, **({} if weights is None else {"weights": weights}))
     cfg["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     used_renderer = plotly_renderer(renderer)
     if seed is not None:
@@ -115,7 +118,7 @@ def setup(
         torch.manual_seed(seed)
     if verbose:
         gpu = f" ({torch.cuda.get_device_name(0)})" if cfg["device"] == "cuda" else ""
-        print(describe_preset(preset) + ("; the authors' checkpoints where they fit" if weights == "official" else ""))
+        print(describe_preset(preset) + ("; the authors' checkpoints where they fit" if cfg["weights"] == "official" else ""))
         print(
             f"device: {cfg['device']}{gpu}; torch {torch.__version__}; hdvit_lib {__version__}; "
             f"plotly renderer: {used_renderer}"

@@ -1,10 +1,32 @@
-"""Presets: one name, read by every chapter (``smoke`` | ``cpu`` | ``paper`` | ``auto``).
+"""Presets: one name, read by every chapter (``smoke`` | ``cpu`` | ``gpu`` | ``paper`` | ``auto``).
 
 - ``smoke``: CI and the default book build. Offline generated data, tiny models, seconds per chapter.
 - ``cpu``: a laptop, ~10-20 minutes per chapter on the offline data; sized so the paper's
   qualitative claims can show.
-- ``paper``: CIFAR-100, the paper's models and recipe (Park & Kim 2022, Appendix A), a GPU.
-- ``auto``: ``paper`` when a CUDA GPU is present, else ``cpu``.
+- ``gpu``: one GPU session (a Colab T4: ~30 minutes per chapter, computed; minutes on an
+  A100/H100): CIFAR-100, the paper's models at paper size, a short schedule (below), the
+  authors' checkpoints wherever they fit.
+- ``paper``: CIFAR-100, the paper's models and recipe (Park & Kim 2022, Appendix A), a GPU; chosen
+  explicitly (300 epochs per model: hours to days on one GPU).
+- ``auto``: ``gpu`` when a CUDA GPU is present, else ``cpu``.
+
+How the ``gpu`` schedule was sized (computed, not measured). Forward FLOPs per 32x32 image, counted
+with ``torch.utils.flop_counter`` on the paper-size models (fused attention off, so that attention
+counts): ResNet-18 1.11 G, ResNet-50 2.60 G, ViT-Ti (patch 2) 3.34 G, PiT-Ti 1.90 G, Swin-Ti
+2.86 G, AlterNet-50 3.02 G. A training step costs ~3x the forward pass; an epoch is 50,000
+training images plus a 10,000-image test pass, i.e. ~160,000 forward-equivalents: 4.2e14 FLOPs
+(ResNet-50) to 5.3e14 (ViT-Ti). A T4 peaks at ~65 TFLOPS in fp16; at a realistic ~30% that is
+~20 TFLOPS, so one epoch takes ~21 s (ResNet-50), ~27 s (ViT-Ti), ~16 s (PiT-Ti), ~24 s (Swin-Ti),
+~25 s (AlterNet-50); an H100 (~990 TFLOPS bf16 dense, ~30%: ~300 TFLOPS) is ~15x faster, where
+small 32x32 models are more often limited by the input pipeline and kernel launches than by FLOPs.
+The heaviest chapters train about 110 s of T4 time per epoch (chapter 04: five model families
+with snapshots; chapter 07: four ViT-sized runs), so 15 epochs (1 of warm-up, the paper's 5/300
+rounded up) keep them near 30 minutes; the released models come from the authors' checkpoints
+(``weights="official"``) wherever a chapter needs only final weights. Batch 256 with the
+learning rate scaled linearly from the paper's 1.25e-4 at batch 96 (3.33e-4); bf16 autocast
+(fp16 with loss scaling where bf16 is emulated, as on a T4: ``hdvit_lib.modes.amp_dtype``);
+augmentation on the device (``device_augment``); 20 Hessian mini-batches, an 11x11 landscape
+grid on 2000 images. ``book/how_to_run.md`` has the per-chapter table.
 """
 
 from __future__ import annotations
@@ -67,6 +89,34 @@ PRESETS: dict[str, dict[str, Any]] = {
         "analysis_images": 512,
         "weights": "trained",
     },
+    "gpu": {
+        # One GPU session: the paper's data, models and augmentation, a 15-epoch schedule (module
+        # docstring: sized from FLOPs so that a chapter takes ~30 min on a T4).
+        "dataset": "cifar100",
+        "download": True,
+        "num_classes": None,
+        "n_train": None,
+        "n_test": None,
+        "tiny": False,
+        "epochs": 15,
+        "warmup_epochs": 1,
+        "batch_size": 256,
+        "lr": 1.25e-4 * 256 / 96,  # linear scaling from the paper's 1.25e-4 at batch 96
+        "weight_decay": 0.05,
+        "label_smoothing": 0.1,
+        "augment": "paper",
+        "device_augment": 8,
+        "clip_grad": 5.0,
+        "snapshot_every": 5,
+        "hessian_batches": 20,
+        "hessian_batch_size": 16,
+        "hessian_k": 5,
+        "landscape_points": 11,
+        "landscape_images": 2000,
+        "landscape_amp": True,
+        "analysis_images": 1000,
+        "weights": "official",  # the authors' checkpoints where they fit (the paper's own models)
+    },
     "paper": {
         # Park & Kim (2022), Appendix A: AdamW, lr 1.25e-4 at batch 96, wd 0.05, 5 warm-up +
         # 300 epochs, cosine, clip 5, RandAugment, mixup/cutmix, label smoothing 0.1.
@@ -97,21 +147,25 @@ PRESETS: dict[str, dict[str, Any]] = {
         "analysis_images": 1000,
         # "official": the authors' CIFAR-100 checkpoints (hdvit_lib.pretrained) for the models
         # that have one, at their default settings on all of the data; every other run is trained.
-        "weights": "trained",
+        "weights": "official",
     },
 }
 
-NAMES = ("smoke", "cpu", "paper", "auto")
+NAMES = ("smoke", "cpu", "gpu", "paper", "auto")
+#: Presets at the paper's scale (CIFAR-100, paper-size models): chapters' per-preset tables give
+#: ``gpu`` its own (smaller) sweeps and share ``paper``'s analysis choices.
+PAPER_SCALE = ("gpu", "paper")
 #: Where a chapter's models come from: trained here (cached), or the authors' released checkpoints.
 WEIGHTS = ("trained", "official")
 
 
 def resolve(name: str) -> str:
-    """Map ``auto`` to ``paper`` (CUDA present) or ``cpu``; check the name."""
+    """Map ``auto`` to ``gpu`` (CUDA present) or ``cpu``; check the name. ``paper`` (300 epochs per
+    model) is never chosen automatically."""
     if name not in NAMES:
         raise ValueError(f"preset={name!r} is unknown; choose one of {', '.join(NAMES)}")
     if name == "auto":
-        return "paper" if torch.cuda.is_available() else "cpu"
+        return "gpu" if torch.cuda.is_available() else "cpu"
     return name
 
 
@@ -119,8 +173,8 @@ def get_preset(name: str, **overrides: Any) -> dict[str, Any]:
     """The settings of preset ``name`` (a copy), with ``overrides`` applied.
 
     An override whose key the preset does not have raises, naming the valid keys.
-    ``weights="official"`` (the authors' CIFAR-100 checkpoints) needs CIFAR-100 and paper-size
-    models, i.e. the ``paper`` preset.
+    ``weights="official"`` (the authors' CIFAR-100 checkpoints; the default of ``gpu`` and
+    ``paper``) needs CIFAR-100 and paper-size models; ``smoke`` and ``cpu`` train their own.
     """
     cfg = copy.deepcopy(PRESETS[resolve(name)])
     for k, v in overrides.items():
@@ -133,6 +187,6 @@ def get_preset(name: str, **overrides: Any) -> dict[str, Any]:
     if cfg["weights"] == "official" and (cfg["dataset"] != "cifar100" or cfg["tiny"]):
         raise ValueError(
             f"weights='official' loads the authors' CIFAR-100 checkpoints of paper-size models; preset "
-            f"{cfg['name']!r} has dataset={cfg['dataset']!r}, tiny={cfg['tiny']}: use preset='paper' "
+            f"{cfg['name']!r} has dataset={cfg['dataset']!r}, tiny={cfg['tiny']}: use preset='gpu' or 'paper' "
             "(or weights='trained')")
     return cfg

@@ -12,12 +12,15 @@ characters in each asset name are used there only as the model's "uid" (to name 
 training notebook names its own checkpoints by date, so the hex suffix was given at release time.
 It *looks like* torch.hub's ``<name>-<sha256 prefix>.<ext>`` convention (there with a hyphen, which
 ``torch.hub``'s ``HASH_REGEX`` needs; here an underscore), but nothing in the official code says
-so, and it could not be checked here (no download). We check it by default — a mismatch stops
-the load with an error that says so — and ``check_prefix=False`` (or the environment variable
-``HDVIT_CHECK_PREFIX=0``, which reaches the chapters too) turns it off should the
-authors' suffix turn out not to be a SHA-256 prefix. Independently, the full SHA-256 is recorded
-in a sidecar file (``<asset>.sha256``) the first time a file is verified, and a later mismatch is
-refused (trust on first use).
+so, and it could not be checked here (no download). So a mismatch is a warning
+(:class:`PrefixWarning`) that says what was and was not checked, not a refusal: a wrong guess
+must not stop every reader of a chapter with ``weights="official"``. ``check_prefix=True`` (or
+``HDVIT_CHECK_PREFIX=strict``) refuses such a file; ``check_prefix=False`` (or
+``HDVIT_CHECK_PREFIX=0``) skips the comparison. What is always verified: the file is read with
+``weights_only=True`` (no code in it can run); every key and shape must fit the model after the
+remapping; the full SHA-256 is recorded in a sidecar file (``<asset>.sha256``) once the file has
+loaded (trust on first use — a file that fails to load is not recorded), and every later load must
+match it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import os
 import re
 import tempfile
 import urllib.request
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +39,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hdvit_lib.errors import download_failed
 from hdvit_lib.modes import resolve_device
 
 RELEASE_URL = "https://github.com/xxxnell/how-do-vits-work-storage/releases/download/v0.1/"
@@ -46,6 +51,11 @@ StateDict = dict[str, torch.Tensor]
 
 class ChecksumError(RuntimeError):
     """A checkpoint file whose SHA-256 does not match its name or its recorded sidecar."""
+
+
+class PrefixWarning(UserWarning):
+    """A release file whose SHA-256 does not start with its name's hex suffix (see the module
+    docstring: whether the suffix is a SHA-256 prefix is unknown)."""
 
 
 class CheckpointMismatchError(ValueError):
@@ -221,52 +231,81 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _check_prefix(value: bool | None) -> bool:
-    """``value``, or (None) whether ``$HDVIT_CHECK_PREFIX`` is unset or not ``0``."""
-    return value if value is not None else os.environ.get("HDVIT_CHECK_PREFIX", "1") != "0"
+def _prefix_mode(value: bool | None) -> str:
+    """``"strict"`` (refuse a mismatch), ``"warn"`` or ``"off"``: ``value`` True/False, or (None)
+    ``$HDVIT_CHECK_PREFIX``: ``0`` off, ``strict`` refuse, anything else (or unset) warn."""
+    if value is not None:
+        return "strict" if value else "off"
+    env = os.environ.get("HDVIT_CHECK_PREFIX", "").strip().lower()
+    return {"0": "off", "off": "off", "strict": "strict"}.get(env, "warn")
 
 
-SKIP_HINT = "pass check_prefix=False, or set the environment variable HDVIT_CHECK_PREFIX=0 (e.g. in a chapter)"
+def _check_name_prefix(digest: str, name: str, mode: str) -> None:
+    """Compare ``digest`` with the hex suffix of the file name ``name``: nothing, a
+    :class:`PrefixWarning` or a :class:`ChecksumError`, by ``mode`` (:func:`_prefix_mode`)."""
+    m = _PREFIX_RE.search(name)
+    if mode == "off" or (m is not None and digest[:PREFIX_LEN] == m.group(1)):
+        return
+    found = (f"the SHA-256 of {name} starts with {digest[:PREFIX_LEN]}, but its name ends in {m.group(1)}"
+             if m is not None else f"{name} does not end in _<10 hex>.pth.tar, so its hash cannot be compared with it")
+    text = (
+        f"{found}. Whether the authors' name suffix is a SHA-256 prefix is unknown (they named the files at "
+        "release; their code never checks it), so this alone does not show that the file is wrong. Checked: the "
+        "file is read weights-only (no code in it can run); every key and shape must fit the model; its full "
+        f"SHA-256 ({digest}) is recorded in {name}.sha256 once it loads, and every later load must match it. "
+        "Not checked: that the bytes are the authors' release (no checksum was published) - compare the measured "
+        "test accuracy with the paper's. check_prefix=True or HDVIT_CHECK_PREFIX=strict refuses such a file; "
+        "HDVIT_CHECK_PREFIX=0 skips this comparison.")
+    if mode == "strict":
+        raise ChecksumError(text)
+    warnings.warn(text, PrefixWarning, stacklevel=3)
 
 
-def verify_checkpoint(path: str | Path, check_prefix: bool | None = None, digest: str | None = None) -> str:
+def _recorded(path: Path) -> str | None:
+    side = _sidecar(path)
+    if not side.exists():
+        return None
+    text = side.read_text().split()
+    return text[0] if text else ""
+
+
+def verify_checkpoint(path: str | Path, check_prefix: bool | None = None, digest: str | None = None,
+                      record: bool = True) -> str:
     """Verify a checkpoint file and return its full SHA-256.
 
-    1. If ``check_prefix``, the first 10 hex characters of the SHA-256 must equal the ``_<hex>``
-       suffix of the file name (see the module docstring for why this is a convention we assume).
-    2. If a sidecar ``<file>.sha256`` exists, the full SHA-256 must equal it; if not, it is written
-       (trust on first use). ``digest`` skips re-hashing when the caller has just hashed the file.
+    1. The first 10 hex characters of the SHA-256 are compared with the ``_<hex>`` suffix of the
+       file name: a mismatch warns (default), refuses (``check_prefix=True``) or is not looked at
+       (``check_prefix=False``); ``None`` reads ``$HDVIT_CHECK_PREFIX`` (module docstring).
+    2. If a sidecar ``<file>.sha256`` exists, the full SHA-256 must equal it; if not and
+       ``record``, it is written (trust on first use; loaders pass ``record=False`` and record
+       only once the file has loaded). ``digest`` skips re-hashing a file just hashed.
     """
     path = Path(path)
     digest = digest or sha256_file(path)
-    if _check_prefix(check_prefix):
-        m = _PREFIX_RE.search(path.name)
-        if m is None:
-            raise ChecksumError(f"{path.name!r} does not end in _<10 hex>.pth.tar; cannot check its hash")
-        if digest[:PREFIX_LEN] != m.group(1):
-            raise ChecksumError(
-                f"SHA-256 of {path} starts with {digest[:PREFIX_LEN]}, but its name says {m.group(1)}: the file "
-                "is corrupt or not the released asset; delete it and load again with download=True. (We assume "
-                "the name's suffix is a SHA-256 prefix, as in torch.hub; the official code never checks it. If "
-                f"you are sure the file is the authors', {SKIP_HINT}.)")
-    side = _sidecar(path)
-    if side.exists():
-        recorded = side.read_text().split()[0] if side.read_text().strip() else ""
-        if recorded != digest:
-            raise ChecksumError(
-                f"SHA-256 of {path} is {digest}, but {side.name} recorded {recorded} when it was first "
-                "verified: the file changed. Delete both and load again with download=True.")
-    else:
-        _write_atomic(side, f"{digest}  {path.name}\n")
+    _check_name_prefix(digest, path.name, _prefix_mode(check_prefix))
+    recorded = _recorded(path)
+    if recorded is not None and recorded != digest:
+        raise ChecksumError(
+            f"SHA-256 of {path} is {digest}, but {_sidecar(path).name} recorded {recorded} when it was first "
+            "loaded: the file changed. Delete both and load again with download=True.")
+    if recorded is None and record:
+        _write_atomic(_sidecar(path), f"{digest}  {path.name}\n")
     return digest
+
+
+def _by_hand(ck: Checkpoint, dest: Path) -> str:
+    return (f"Without network: fetch {ck.url} elsewhere and place it at {dest} (the checkpoint folder is "
+            "$HDVIT_CACHE/checkpoints, default ~/.cache/hdvit/checkpoints); it is verified when it is loaded.")
 
 
 def download_checkpoint(name: str, cache_dir: str | Path | None = None, progress: bool = True,
                         check_prefix: bool | None = None) -> Path:
     """Download a released checkpoint into ``cache_dir`` atomically (temp file + rename).
 
-    The SHA-256 is computed while streaming and verified (``verify_checkpoint``) before the file
-    takes its final name, so a failed or corrupt download never sits in the cache.
+    The SHA-256 is computed while streaming; a file that differs from a recorded sidecar (or, with
+    ``check_prefix=True``, from its name's suffix) never takes its final name. A failed download
+    (no network) raises :class:`~hdvit_lib.errors.DownloadError`, naming the URL and where to put
+    the file by hand. The sidecar is written by the first successful load (``load_checkpoint``).
     """
     from tqdm.auto import tqdm
 
@@ -278,23 +317,23 @@ def download_checkpoint(name: str, cache_dir: str | Path | None = None, progress
     tmp = Path(tmp_name)
     h = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(ck.url) as resp:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=ck.asset, disable=not progress) as bar:
-                while block := resp.read(1 << 20):
-                    out.write(block)
-                    h.update(block)
-                    bar.update(len(block))
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(ck.url) as resp:
+                total = int(resp.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=ck.asset, disable=not progress) as bar:
+                    while block := resp.read(1 << 20):
+                        out.write(block)
+                        h.update(block)
+                        bar.update(len(block))
+        except OSError as e:  # urllib.error.URLError, socket errors
+            raise download_failed(ck.url, e, _by_hand(ck, dest)) from None
         digest = h.hexdigest()
-        if _check_prefix(check_prefix) and digest[:PREFIX_LEN] != ck.prefix:
-            raise ChecksumError(
-                f"downloaded {ck.url} has SHA-256 {digest}, which does not start with {ck.prefix} (its name's "
-                f"suffix): refusing it. If the release is intact and its suffix is not a SHA-256 prefix, {SKIP_HINT}.")
-        side = _sidecar(dest)
-        if side.exists() and side.read_text().split()[0] != digest:
-            raise ChecksumError(f"downloaded {ck.url} has SHA-256 {digest}, but {side} recorded another hash")
+        if _prefix_mode(check_prefix) == "strict":
+            _check_name_prefix(digest, ck.asset, "strict")
+        recorded = _recorded(dest)
+        if recorded is not None and recorded != digest:
+            raise ChecksumError(f"downloaded {ck.url} has SHA-256 {digest}, but {_sidecar(dest)} recorded another hash")
         os.replace(tmp, dest)
-        verify_checkpoint(dest, check_prefix=check_prefix, digest=digest)
     finally:
         tmp.unlink(missing_ok=True)
     return dest
@@ -307,7 +346,10 @@ def download_checkpoint(name: str, cache_dir: str | Path | None = None, progress
 
 def read_state_dict(path: str | Path) -> StateDict:
     """The ``state_dict`` of a release file, read with ``weights_only=True`` on the CPU."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    from hdvit_lib.train.checkpoint import load_or_explain
+
+    obj = load_or_explain(path, "Delete it (and its .sha256 file, if any) and load it again with download=True, "
+                          "or place the release file there by hand.")
     if not isinstance(obj, dict) or "state_dict" not in obj:
         keys = list(obj)[:5] if isinstance(obj, dict) else type(obj).__name__
         raise ValueError(f"{path} is not a release checkpoint (a dict with 'state_dict'); found {keys}")
@@ -350,15 +392,18 @@ def load_state_dict_into(model: nn.Module, name: str, sd: StateDict, num_classes
 def load_checkpoint(path: str | Path, name: str, num_classes: int = CHECKPOINT_CLASSES,
                     model: nn.Module | None = None, check_prefix: bool | None = None) -> nn.Module:
     """Verify the file at ``path`` (``verify_checkpoint``) and load it into ``model`` (default:
-    ``hdvit_lib.models.get_model(name, num_classes=num_classes)``), in eval mode."""
+    ``hdvit_lib.models.get_model(name, num_classes=num_classes)``), in eval mode. Its SHA-256 is
+    recorded (first use) only once it has loaded: a file that fails is never trusted later."""
     _checkpoint(name)
-    verify_checkpoint(path, check_prefix=check_prefix)
+    digest = verify_checkpoint(path, check_prefix=check_prefix, record=False)
     sd = read_state_dict(path)
     if model is None:
         from hdvit_lib.models import get_model
 
         model = get_model(name, num_classes=num_classes)
-    return load_state_dict_into(model, name, sd, num_classes=num_classes).eval()
+    model = load_state_dict_into(model, name, sd, num_classes=num_classes).eval()
+    verify_checkpoint(path, check_prefix=False, digest=digest)  # records the sidecar
+    return model
 
 
 def load_pretrained(name: str, num_classes: int = 100, cache_dir: str | Path | None = None,
@@ -372,8 +417,8 @@ def load_pretrained(name: str, num_classes: int = 100, cache_dir: str | Path | N
     download: fetch the file from the GitHub release if it is not in ``cache_dir``; otherwise a
         missing file is an error (nothing is downloaded unless asked).
     model: load into this model instead of ``get_model(name, num_classes=num_classes)``.
-    check_prefix: check that the file's SHA-256 starts with the hex suffix of its name (None:
-        yes, unless ``$HDVIT_CHECK_PREFIX`` is ``0``).
+    check_prefix: compare the file's SHA-256 with the hex suffix of its name: True refuses a
+        mismatch, False skips it, None warns (``$HDVIT_CHECK_PREFIX``: ``0`` skips, ``strict`` refuses).
 
     The file is verified (SHA-256 prefix and sidecar record), read with ``weights_only=True``,
     remapped (``remap_<model>``) and loaded strictly; the model is returned in eval mode.

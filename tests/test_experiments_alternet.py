@@ -312,5 +312,5 @@ def test_layout_round_trips_through_json():
 
 
 def test_unknown_preset_budget_names_the_choices():
-    with pytest.raises(ValueError, match="smoke, cpu, paper"):
+    with pytest.raises(ValueError, match="smoke, cpu, gpu, paper"):
         alt._budget(alt.BUILDUP_BUDGET, {"name": "huge"})

@@ -31,12 +31,27 @@ def test_setup_resolves_preset_and_reports(capsys: pytest.CaptureFixture[str]) -
 
 def test_auto_says_what_it_chose() -> None:
     msg = notebook.describe_preset("auto")
-    expected = "paper" if torch.cuda.is_available() else "cpu"
+    expected = "gpu" if torch.cuda.is_available() else "cpu"
     assert f"-> '{expected}'" in msg and "CUDA" in msg
 
 
+def test_auto_picks_gpu_on_cuda_and_the_presets_weights(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """On a (simulated) CUDA device, auto is the gpu preset (never paper), whose default is the authors'
+    checkpoints; smoke and cpu keep training their own; an explicit weights wins."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Tesla T4")
+    assert "-> 'gpu'" in notebook.describe_preset("auto")
+    cfg = notebook.setup("auto", seed=None)
+    assert cfg["name"] == "gpu" and cfg["weights"] == "official" and cfg["device"] == "cuda"
+    assert "the authors' checkpoints where they fit" in capsys.readouterr().out
+    assert notebook.setup("auto", seed=None, weights="trained", verbose=False)["weights"] == "trained"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert notebook.setup("auto", seed=None, verbose=False)["weights"] == "trained"  # cpu
+    assert notebook.setup("smoke", seed=None, verbose=False)["weights"] == "trained"
+
+
 def test_unknown_preset_and_renderer_name_the_choices() -> None:
-    with pytest.raises(ValueError, match="smoke, cpu, paper, auto"):
+    with pytest.raises(ValueError, match="smoke, cpu, gpu, paper, auto"):
         notebook.setup("fast")
     with pytest.raises(ValueError, match="hdvit_book"):
         notebook.plotly_renderer("no_such_renderer")

@@ -255,6 +255,7 @@ def test_cli_train_prints_cache_dir_and_accuracy(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(cache, "_get_loaders", fake_loaders)
     monkeypatch.setattr(cache, "_get_model", lambda name, num_classes, tiny, **kw: mlp(classes=num_classes))
+    monkeypatch.setattr(cli, "known_models", lambda: ["mlp"])
     cli.main(["train", "--model", "mlp", "--dataset", "synthetic", "--preset", "smoke", "--fraction", "0.5",
               "--seed", "3", "--epochs", "2", "--batch-size", "32", "--lr", "0.01", "--cache", str(tmp_path),
               "--device-augment", "4", "--no-progress"])

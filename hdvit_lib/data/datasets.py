@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from hdvit_lib.errors import download_failed
+
 from . import fractal, synthetic
 
 NAMES = ("synthetic", "fractal", "cifar10", "cifar100", "imagefolder")
@@ -167,13 +169,29 @@ def _cifar(
     name: str, split: str, root: str | Path, download: bool, verify: bool
 ) -> ImageDataset:
     cls = _cifar_classes(verify)[name]
-    ds = cls(str(root), train=(split == "train"), download=download)
+    try:
+        ds = cls(str(root), train=(split == "train"), download=download)
+    except OSError as e:  # no network, a server error (urllib.error.URLError is an OSError)
+        raise download_failed(cls.url, e, _cifar_by_hand(cls, root)) from None
+    except RuntimeError as e:
+        if download or "not found" not in str(e):
+            raise
+        raise RuntimeError(
+            f"{name} is missing or corrupted in {root} (torchvision: {e}). Load it with download=True (the paper preset "
+            f"does), or place it by hand: {_cifar_by_hand(cls, root)}") from None
     data = (
         torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
     )
     return ImageDataset(
         data, ds.targets, 10 if name == "cifar10" else 100, list(ds.classes)
     )
+
+
+def _cifar_by_hand(cls: type, root: str | Path) -> str:
+    """Where a CIFAR archive goes without network."""
+    return (f"Without network: fetch {cls.url} elsewhere and extract it into {root} (it must hold "
+            f"{Path(root) / cls.base_folder}/), or point $HDVIT_DATA at a folder that holds "
+            f"{cls.base_folder}/ (now {default_data_root()}).")
 
 
 class FolderDataset(Dataset):

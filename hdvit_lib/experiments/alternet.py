@@ -66,18 +66,21 @@ MSA_PRESETS: dict[str, tuple[int, ...]] = {
 BUILDUP_BUDGET: dict[str, dict[str, Any]] = {
     "smoke": {"train_overrides": {"epochs": 1, "warmup_epochs": 0}, "max_evals": 3},
     "cpu": {"train_overrides": {"epochs": 8}, "max_evals": None},
+    "gpu": {"train_overrides": {}, "max_evals": 4},  # ~6 T4-minutes per candidate (hdvit_lib.presets)
     "paper": {"train_overrides": {}, "max_evals": None},
 }
 #: Corruptions, severities and images for Fig. 12b per preset (``None`` images: the whole split).
 ROBUSTNESS_BUDGET: dict[str, dict[str, Any]] = {
     "smoke": {"names": ("gaussian_noise", "motion_blur", "contrast"), "severities": (1, 3, 5), "n_images": 128},
     "cpu": {"names": CORRUPTIONS, "severities": SEVERITIES, "n_images": 1000},
+    "gpu": {"names": CORRUPTIONS, "severities": SEVERITIES, "n_images": 2000},
     "paper": {"names": CORRUPTIONS, "severities": SEVERITIES, "n_images": None},
 }
 #: Training-set fractions of the critical analysis (Q2: data size; Q3: local vs global MSA).
 DATA_FRACTIONS: dict[str, tuple[float, ...]] = {
     "smoke": (0.25, 1.0),
     "cpu": (0.1, 0.3, 1.0),
+    "gpu": (0.1, 1.0),
     "paper": (0.1, 0.3, 1.0),
 }
 
@@ -86,6 +89,7 @@ DATA_FRACTIONS: dict[str, tuple[float, ...]] = {
 LOCAL_FRACTIONS: dict[str, tuple[float, ...]] = {
     "smoke": (0.25, 1.0),
     "cpu": (0.1, 1.0),
+    "gpu": (0.1, 1.0),
     "paper": (0.1, 1.0),
 }
 

@@ -28,11 +28,15 @@ def train_runs(runs: Mapping[str, Mapping[str, Any]], cfg: dict[str, Any], seed:
     With ``cfg["weights"] == "official"`` a run that the authors' checkpoint fits (a released model
     at its default settings on all of the data: ``hdvit_lib.pretrained.official_mismatch``) is that
     checkpoint (``load_official``, its test accuracy measured here); every other run is trained,
-    and the line printed says why.
+    and the line printed says why. Before anything is trained, the plan (``hdvit_lib.zoo.plan``: what
+    will be trained and its time on this device, measured from a few steps) is printed.
     """
     from hdvit_lib.pretrained import load_official, official_mismatch
-    from hdvit_lib.zoo import load_or_train
+    from hdvit_lib.zoo import load_or_train, plan
 
+    todo = plan(runs, cfg, seed)
+    if todo.to_train:
+        print(todo)
     out = {}
     for label, r in runs.items():
         fraction, model_cfg = r.get("data_fraction", 1.0), r.get("model_cfg") or None
@@ -43,7 +47,7 @@ def train_runs(runs: Mapping[str, Mapping[str, Any]], cfg: dict[str, Any], seed:
                   f"{t.history.final('test_acc'):.3f} on {t.config['test_set']}")
         else:
             t = load_or_train(r["model"], preset=cfg["name"], data_fraction=fraction, seed=seed, model_cfg=model_cfg,
-                              device=cfg.get("device"), progress=progress)
+                              download=bool(cfg.get("download")), device=cfg.get("device"), progress=progress)
             print(f"{label}: test accuracy {t.history.final('test_acc'):.3f} after {t.history.epochs_done} epochs "
                   f"({cfg['name']} preset)" + (f"; trained here: {why_not}" if why_not else ""))
         out[label] = t

@@ -52,13 +52,16 @@ FAMILY_MODELS = ("resnet50", "vit_ti", "pit_ti", "swin_ti", "alternet50")
 #: Snapshots whose spectra Fig. 1b shows.
 SNAPSHOT_TAGS = ("init", "warmup", "final")
 #: Lanczos steps (Krylov dimension) per mini-batch, by preset: few in ``smoke`` (rough Ritz values).
-HESSIAN_STEPS = {"smoke": 8, "cpu": 30, "paper": 100}
+HESSIAN_STEPS = {"smoke": 8, "cpu": 30, "gpu": 100, "paper": 100}
 #: Sweeps by preset (``None`` in a chapter's parameters cell means these). ``cpu`` leaves out patch 2:
 #: the tiny ViT trains at ~130 img/s with it on one core (~600 with patch 4), 20 min alone.
 SWEEPS: dict[str, dict[str, list]] = {
     "smoke": {"data_fractions": [0.5, 1.0], "fraction_models": ["vit_ti"], "patch_sizes": [4, 8],
               "windows": [3, 5]},
     "cpu": {"data_fractions": [0.1, 0.3, 1.0], "fraction_models": ["resnet50", "vit_ti"], "patch_sizes": [4, 8, 16],
+            "windows": [3, 5, 7]},
+    # gpu: one session (hdvit_lib.presets): no patch 1 (1024 tokens, ~5x ViT-Ti's cost), fewer points
+    "gpu": {"data_fractions": [0.1, 1.0], "fraction_models": ["resnet50", "vit_ti"], "patch_sizes": [2, 4, 8],
             "windows": [3, 5, 7]},
     "paper": {"data_fractions": [0.02, 0.1, 0.3, 1.0], "fraction_models": ["resnet50", "vit_ti"],
               "patch_sizes": [1, 2, 4, 8], "windows": [3, 5, 7, 9]},

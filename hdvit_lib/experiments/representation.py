@@ -39,6 +39,7 @@ from hdvit_lib.analysis.robustness import (
 from hdvit_lib.analysis.variance import VarianceResult, feature_map_variance
 from hdvit_lib.claims import Claim, verdict
 from hdvit_lib.experiments import common
+from hdvit_lib.presets import PAPER_SCALE
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -51,14 +52,14 @@ MODELS = ("resnet50", "vit_ti", "pit_ti", "swin_ti", "alternet50")
 #: 0.22 ... 0.81 (power mean 0.52, the former equal-power RMS 0.5); eps = 0.5 (RMS 0.06 ... 0.2)
 #: barely moved the smoke models (|change| <= 2 points, about 2 of 128 images). ``paper``: 0.4,
 #: the same mean noise power as the former equal-power RMS 0.1.
-NOISE_MAGNITUDE = {"smoke": 2.0, "cpu": 2.0, "paper": 0.4}
+NOISE_MAGNITUDE = {"smoke": 2.0, "cpu": 2.0, "gpu": 0.4, "paper": 0.4}
 #: Each chapter's models per preset. Figs. 8/9 take all five in every preset (the tiny AlterNet
 #: trains in ~10 s on a quiet 2-core machine, and chapter 12 shares its cache entry).
 CHAPTER_MODELS: dict[str, dict[str, tuple[str, ...]]] = {
-    "fourier": {"smoke": ("resnet50", "vit_ti"), "cpu": ("resnet50", "vit_ti"), "paper": ("resnet50", "vit_ti")},
-    "high_frequency": {"smoke": MODELS, "cpu": MODELS, "paper": MODELS},
-    "variance": {"smoke": MODELS, "cpu": MODELS, "paper": MODELS},
-    "similarity": {p: ("resnet50", "swin_ti", "vit_ti") for p in ("smoke", "cpu", "paper")},
+    "fourier": {p: ("resnet50", "vit_ti") for p in ("smoke", "cpu", "gpu", "paper")},
+    "high_frequency": {p: MODELS for p in ("smoke", "cpu", "gpu", "paper")},
+    "variance": {p: MODELS for p in ("smoke", "cpu", "gpu", "paper")},
+    "similarity": {p: ("resnet50", "swin_ti", "vit_ti") for p in ("smoke", "cpu", "gpu", "paper")},
 }
 
 
@@ -110,7 +111,7 @@ def features_cache_dir(cfg: dict[str, Any]) -> Path | None:
     (memory only) for ``paper``, whose per-block outputs of 1000 images take gigabytes."""
     from hdvit_lib.zoo import default_cache_dir
 
-    return None if cfg["name"] == "paper" else default_cache_dir() / "features"
+    return None if cfg["name"] in PAPER_SCALE else default_cache_dir() / "features"
 
 
 def features_by_model(
@@ -119,7 +120,7 @@ def features_by_model(
     """One eval-mode pass per model keeping every block's output (``extract_features``), shared
     by the Fourier, variance and CKA steps. Outputs are kept as float16 for ``paper`` (memory),
     float32 otherwise."""
-    dtype = torch.float16 if cfg["name"] == "paper" else torch.float32
+    dtype = torch.float16 if cfg["name"] in PAPER_SCALE else torch.float32
     return {
         name: extract_features(m, batches, device=cfg.get("device"), cache_dir=features_cache_dir(cfg), dtype=dtype)
         for name, m in models.items()

@@ -33,6 +33,22 @@ class _Embed(nn.Module):
         return self.norm(torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1))
 
 
+def check_pooling_widths(base_dims: Sequence[int], heads: Sequence[int]) -> None:
+    """Raise unless PiT's widths (``base_dims[i] * heads[i]``, so the heads always divide them) fit
+    its pooling: a depth-wise conv with ``groups`` = the stage's width, whose output width (the next
+    stage's) must be a multiple of it. Every value must be positive."""
+    if any(int(v) < 1 for v in (*base_dims, *heads)):
+        raise ValueError(f"base_dims={tuple(base_dims)}, heads={tuple(heads)}: every entry must be >= 1")
+    widths = [int(d) * int(h) for d, h in zip(base_dims, heads)]
+    for i in range(len(widths) - 1):
+        if widths[i + 1] % widths[i]:
+            raise ValueError(
+                f"heads={tuple(heads)} with base_dims={tuple(base_dims)} give the widths {tuple(widths)} "
+                f"(base_dim x heads): PiT pools stage {i} into stage {i + 1} with a depth-wise conv "
+                f"({widths[i]} groups), so {widths[i + 1]} must be a multiple of {widths[i]}; choose heads where "
+                f"each width is a multiple of the previous (the paper's: (2, 4, 8) with (32, 32, 32))")
+
+
 class PiT(PoolingVisionTransformer):
     """PoolingVisionTransformer with the zoo's block listing."""
 
@@ -42,6 +58,7 @@ class PiT(PoolingVisionTransformer):
                  drop_path_rate: float = 0.0) -> None:
         check_len("depth", depth, len(base_dims))
         check_len("heads", heads, len(base_dims))
+        check_pooling_widths(base_dims, heads)
         if not 1 <= patch_size <= img_size or not 1 <= stride <= patch_size:
             raise ValueError(f"patch_size={patch_size}, stride={stride}: need 1 <= stride <= patch_size <= "
                              f"img_size={img_size}")

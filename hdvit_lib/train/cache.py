@@ -27,7 +27,7 @@ from torch import nn
 from hdvit_lib import distributed as dist_
 from hdvit_lib.modes import resolve_device
 from hdvit_lib.presets import get_preset
-from hdvit_lib.train.checkpoint import atomic_save, atomic_write_bytes, load
+from hdvit_lib.train.checkpoint import atomic_save, atomic_write_bytes, load_or_explain
 from hdvit_lib.train.history import History
 from hdvit_lib.train.loop import train
 
@@ -128,7 +128,7 @@ class Trained:
             epoch = int(epoch_or_tag)
         if epoch not in available:
             raise ValueError(f"no snapshot at epoch {epoch}; available: {available}")
-        return load(self.dir / f"snap_{epoch}.pt")["model"]
+        return read_checkpoint(self.dir / f"snap_{epoch}.pt", self.dir)["model"]
 
 
 def _model_settings(name: str, tiny: bool, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -180,7 +180,7 @@ def load_or_train(
     progress: bool = True,
     *,
     data_root: str | Path | None = None,
-    download: bool = False,
+    download: bool | None = None,
     device: torch.device | str | None = None,
     compile: bool = False,
 ) -> Trained:
@@ -188,12 +188,19 @@ def load_or_train(
     loaded from the cache when this exact configuration was trained before, else trained (or
     resumed) and cached. ``dataset`` defaults to the preset's; ``cache_dir`` to
     :func:`default_cache_dir`. The returned model is in eval mode on ``device`` (CUDA if present).
+    ``download`` (None: the preset's, e.g. ``paper``'s True) fetches a missing data set; it is not
+    part of the cache key (it says where the data come from, not what is trained).
+    An invalid configuration (e.g. a model setting that cannot be built) raises before the
+    entry's folder is made.
     """
     config = run_config(model_name, preset, dataset, data_fraction, seed, model_cfg, train_overrides, data_root)
+    if download is None:
+        download = bool(get_preset(preset, **(train_overrides or {})).get("download", False))
     key = cache_key(config)
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    entry = root / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', model_name)}-{config['dataset']}-{key[:16]}"
+    entry = entry_dir(config, cache_dir)
     device = resolve_device(device)
+    if not (entry / "done.json").exists():
+        _check_model(config)
     entry.mkdir(parents=True, exist_ok=True)
     # Every decision is rank 0's (broadcast), so that all ranks of a DDP job take the same path.
     if dist_.broadcast_object(not (entry / "done.json").exists()):
@@ -204,13 +211,32 @@ def load_or_train(
     return _load_entry(entry, config, device)
 
 
+def entry_dir(config: dict[str, Any], cache_dir: str | Path | None = None) -> Path:
+    """The cache folder of ``config`` (a :func:`run_config`) under ``cache_dir`` (default
+    :func:`default_cache_dir`): ``<model>-<dataset>-<first 16 hex of the key>``."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return root / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', config['model'])}-{config['dataset']}-{cache_key(config)[:16]}"
+
+
+def _check_model(config: dict[str, Any]) -> None:
+    """Build the model on the ``meta`` device (no memory, no compute): impossible settings raise
+    their ValueError here, before anything is written to the cache."""
+    with torch.device("meta"):
+        _get_model(config["model"], int(config["train"].get("num_classes") or 10), config["tiny"],
+                   **config["model_cfg"])
+
+
 def _train_entry(entry, config, key, data_root, download, device, compile, progress) -> None:
-    if dist_.is_main():
-        _write_json(entry / "config.json", config)
     cfg = dict(config["train"])
     torch.manual_seed(config["seed"])
-    loaders = _get_loaders(cfg, data_root, download, config["seed"], config["data_fraction"], device)
-    model = _get_model(config["model"], loaders.num_classes, config["tiny"], **config["model_cfg"])
+    try:
+        loaders = _get_loaders(cfg, data_root, download, config["seed"], config["data_fraction"], device)
+        model = _get_model(config["model"], loaders.num_classes, config["tiny"], **config["model_cfg"])
+    except BaseException:
+        _remove_if_unused(entry)
+        raise
+    if dist_.is_main():  # the configuration is valid: the entry holds it from now on
+        _write_json(entry / "config.json", config)
     history = train(model, loaders, cfg, ckpt_dir=entry, device=device, seed=config["seed"],
                     compile=compile, progress=progress)
     if dist_.is_main():
@@ -220,13 +246,29 @@ def _train_entry(entry, config, key, data_root, download, device, compile, progr
                                           "test_acc": history.final("test_acc"), "epochs": history.epochs_done})
 
 
+def _remove_if_unused(entry: Path) -> None:
+    """Remove ``entry`` if it holds nothing but its lock (a run that failed before it began)."""
+    if dist_.is_main() and {p.name for p in entry.iterdir()} <= {".lock"}:
+        (entry / ".lock").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            entry.rmdir()
+
+
+def read_checkpoint(path: Path, entry: Path | None = None) -> Any:
+    """:func:`~hdvit_lib.train.checkpoint.load` (weights only) of a cache file; a file that cannot be
+    read names itself and its cache entry and says to delete the entry (it is retrained)."""
+    entry = entry or path.parent
+    return load_or_explain(path, f"It belongs to the cache entry {entry}: delete that folder (rm -r '{entry}') "
+                           "and run again to retrain it.")
+
+
 def _load_entry(entry: Path, config: dict[str, Any], device: torch.device) -> Trained:
     stored = json.loads((entry / "config.json").read_text())
     if stored != config:
         raise RuntimeError(f"cache entry {entry} holds another configuration; delete it and retry")
     done = json.loads((entry / "done.json").read_text())
     model = _get_model(config["model"], done["num_classes"], config["tiny"], **config["model_cfg"])
-    model.load_state_dict(load(entry / "model.pt")["model"])
+    model.load_state_dict(read_checkpoint(entry / "model.pt", entry)["model"])
     model.to(device).eval()
     return Trained(model, History.load(entry / "history.json"), config | {"key": done["key"],
                    "num_classes": done["num_classes"]}, entry)

@@ -9,6 +9,7 @@ Checkpoints hold only tensors and plain containers so that they load with
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from hdvit_lib.errors import unreadable
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -48,6 +51,19 @@ def _atomic(path: Path, write) -> None:
 def load(path: str | Path, map_location: Any = "cpu") -> Any:
     """``torch.load`` with ``weights_only=True`` (the only way this library reads checkpoints)."""
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+#: What ``torch.load(..., weights_only=True)`` raises for a truncated or foreign file.
+READ_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError)
+
+
+def load_or_explain(path: str | Path, what_to_do: str, map_location: Any = "cpu") -> Any:
+    """:func:`load`; a file it cannot read raises :class:`~hdvit_lib.errors.UnreadableCheckpoint`
+    naming the file and ``what_to_do`` (never torch's advice to load it unsafely)."""
+    try:
+        return load(path, map_location)
+    except READ_ERRORS as e:
+        raise unreadable(path, e, what_to_do) from None
 
 
 def _sampler_generators(loader: Any) -> list[torch.Generator]:

@@ -22,7 +22,12 @@ from tqdm.auto import tqdm
 
 from hdvit_lib import distributed as dist_
 from hdvit_lib.modes import amp_dtype, eval_mode, model_device
-from hdvit_lib.train.checkpoint import atomic_save, load, rng_state, set_rng_state
+from hdvit_lib.train.checkpoint import (
+    atomic_save,
+    load_or_explain,
+    rng_state,
+    set_rng_state,
+)
 from hdvit_lib.train.history import History
 from hdvit_lib.train.schedule import make_scheduler
 
@@ -210,7 +215,8 @@ def train(
     history, start = History(), 0
     last = run.dir / "last.pt" if run.dir is not None else None
     if last is not None and last.exists():
-        state = load(last, map_location=device)
+        state = load_or_explain(last, f"It is the resume point of a training in {run.dir}: delete it to train "
+                                "from the start, or delete the folder.", map_location=device)
         if state["settings"] != settings:
             raise ValueError(
                 f"{last} was written with settings {state['settings']}, not {settings}; "
