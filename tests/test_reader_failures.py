@@ -121,7 +121,7 @@ def test_checkpoint_download_without_network_says_where_to_put_the_file(tmp_path
     (["train", "--model", "vit_ti", "--epochs", "0"], "argument --epochs: 0 is invalid: must be a positive integer"),
     (["train", "--model", "vit_ti", "--batch-size", "0"], "argument --batch-size: 0 is invalid: must be a positive"),
     (["train", "--model", "vit_ti", "--fraction", "1.5"], "1.5 is invalid: must be a number in (0, 1]"),
-    (["train", "--model", "vit_ti", "--dataset", "cifar"], "invalid choice: 'cifar' (choose from 'synthetic', 'cifar10'"),
+    (["train", "--model", "vit_ti", "--dataset", "cifar"], "invalid choice: 'cifar' (choose from 'synthetic', 'fractal', 'cifar10'"),
     (["analyze", "hessian", "--model", "vit_ti", "--out", "x.json", "--snapshot", "last"], "'last' is not init"),
 ])
 def test_cli_user_mistakes_are_one_error_line(argv, said, capsys):
