@@ -151,6 +151,87 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+#: The paper's model families (Figs. 2, 5, 8, 9, 12b: ResNet, ViT, PiT, Swin, AlterNet).
+FAMILIES = ("resnet50", "vit_ti", "pit_ti", "swin_ti", "alternet50")
+
+#: What each chapter analyses, and how much, per preset: one place for every per-preset setting of
+#: the chapters. Keys start with ``analysis_`` or ``hessian_``, so they never enter a run's cache key
+#: (``hdvit_lib.train.cache.ANALYSIS_PREFIXES``: they steer analyses, not the trained weights).
+#:
+#: - ``hessian_steps``: Lanczos steps (Krylov dimension) per mini-batch; few in ``smoke`` (rough Ritz values).
+#: - ``analysis_sweeps``: chapters 04-07's default sweeps (``None`` in a parameters cell means these).
+#:   ``cpu`` leaves out patch 2: the tiny ViT trains at ~130 img/s with it on one core (~600 with
+#:   patch 4), 20 min alone; ``gpu``: no patch 1 (1024 tokens, ~5x ViT-Ti's cost), fewer points.
+#: - ``analysis_noise_eps``: eps of Fig. 2b's +-eps sign noise (normalised pixel units) that the authors'
+#:   FreqAttack filters to a band (unpublished). At 32x32 with 0.1 pi bands the filtered RMS is
+#:   0.11 eps (0.1 pi) ... 0.41 eps (0.9 pi); eps = 2 gives RMS 0.22 ... 0.81 (power mean 0.52, the
+#:   book's former equal-power RMS 0.5); eps = 0.5 barely moved the smoke models (|change| <= 2 points);
+#:   ``gpu``/``paper``: 0.4, the mean power of the former equal-power RMS 0.1.
+#: - ``analysis_models``: each representation chapter's models. Figs. 8/9 take all five families.
+#: - ``analysis_buildup``: Fig. 12a's build-up budget: training overrides per candidate and the most
+#:   candidates evaluated (``None``: until the rule stops). ``smoke`` is a demonstration only; ``gpu``:
+#:   ~6 T4-minutes per candidate.
+#: - ``analysis_corruptions``: Fig. 12b's corruptions, severities (``None``: all) and test images
+#:   (``None``: the whole split).
+#: - ``analysis_data_fractions`` / ``analysis_local_fractions``: chapter 13's training-set fractions
+#:   (Q2: AlterNet on small data; Q3: local vs global MSA).
+_SWEEPS = {
+    "smoke": {"data_fractions": [0.5, 1.0], "fraction_models": ["vit_ti"], "patch_sizes": [4, 8], "windows": [3, 5]},
+    "cpu": {"data_fractions": [0.1, 0.3, 1.0], "fraction_models": ["resnet50", "vit_ti"],
+            "patch_sizes": [4, 8, 16], "windows": [3, 5, 7]},
+    "gpu": {"data_fractions": [0.1, 1.0], "fraction_models": ["resnet50", "vit_ti"], "patch_sizes": [2, 4, 8],
+            "windows": [3, 5, 7]},
+    "paper": {"data_fractions": [0.02, 0.1, 0.3, 1.0], "fraction_models": ["resnet50", "vit_ti"],
+              "patch_sizes": [1, 2, 4, 8], "windows": [3, 5, 7, 9]},
+}
+_MODELS = {"fourier": ["resnet50", "vit_ti"], "high_frequency": list(FAMILIES), "variance": list(FAMILIES),
+           "similarity": ["resnet50", "swin_ti", "vit_ti"]}
+ANALYSIS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "hessian_steps": 8,
+        "analysis_sweeps": _SWEEPS["smoke"],
+        "analysis_noise_eps": 2.0,
+        "analysis_models": _MODELS,
+        "analysis_buildup": {"train_overrides": {"epochs": 1, "warmup_epochs": 0}, "max_evals": 3},
+        "analysis_corruptions": {"names": ["gaussian_noise", "motion_blur", "contrast"], "severities": [1, 3, 5],
+                                 "n_images": 128},
+        "analysis_data_fractions": [0.25, 1.0],
+        "analysis_local_fractions": [0.25, 1.0],
+    },
+    "cpu": {
+        "hessian_steps": 30,
+        "analysis_sweeps": _SWEEPS["cpu"],
+        "analysis_noise_eps": 2.0,
+        "analysis_models": _MODELS,
+        "analysis_buildup": {"train_overrides": {"epochs": 8}, "max_evals": None},
+        "analysis_corruptions": {"names": None, "severities": None, "n_images": 1000},
+        "analysis_data_fractions": [0.1, 0.3, 1.0],
+        "analysis_local_fractions": [0.1, 1.0],
+    },
+    "gpu": {
+        "hessian_steps": 100,
+        "analysis_sweeps": _SWEEPS["gpu"],
+        "analysis_noise_eps": 0.4,
+        "analysis_models": _MODELS,
+        "analysis_buildup": {"train_overrides": {}, "max_evals": 4},
+        "analysis_corruptions": {"names": None, "severities": None, "n_images": 2000},
+        "analysis_data_fractions": [0.1, 1.0],
+        "analysis_local_fractions": [0.1, 1.0],
+    },
+    "paper": {
+        "hessian_steps": 100,
+        "analysis_sweeps": _SWEEPS["paper"],
+        "analysis_noise_eps": 0.4,
+        "analysis_models": _MODELS,
+        "analysis_buildup": {"train_overrides": {}, "max_evals": None},
+        "analysis_corruptions": {"names": None, "severities": None, "n_images": None},
+        "analysis_data_fractions": [0.1, 0.3, 1.0],
+        "analysis_local_fractions": [0.1, 1.0],
+    },
+}
+for _name, _extra in ANALYSIS.items():
+    PRESETS[_name].update(_extra)
+
 NAMES = ("smoke", "cpu", "gpu", "paper", "auto")
 #: Presets at the paper's scale (CIFAR-100, paper-size models): chapters' per-preset tables give
 #: ``gpu`` its own (smaller) sweeps and share ``paper``'s analysis choices.

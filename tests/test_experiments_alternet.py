@@ -231,7 +231,7 @@ class _Constant(nn.Module):
 
 def test_robustness_of_constant_models_is_their_class_share():
     cfg = get_preset("smoke")
-    _, y = alt.corruption_images(cfg, alt.ROBUSTNESS_BUDGET["smoke"]["n_images"])
+    _, y = alt.corruption_images(cfg, get_preset("smoke")["analysis_corruptions"]["n_images"])
     res = alt.corruption_robustness_by_model({"zero": _Constant(0), "three": _FakeTrained(_Constant(3), {})}, cfg)
     for name, c in (("zero", 0), ("three", 3)):
         share = float((y == c).float().mean())
@@ -313,4 +313,4 @@ def test_layout_round_trips_through_json():
 
 def test_unknown_preset_budget_names_the_choices():
     with pytest.raises(ValueError, match="smoke, cpu, gpu, paper"):
-        alt._budget(alt.BUILDUP_BUDGET, {"name": "huge"})
+        alt.describe_buildup_budget({"name": "huge", "epochs": 1})

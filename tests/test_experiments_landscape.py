@@ -266,7 +266,7 @@ def test_runs_and_sweeps() -> None:
     w = L.window_runs([3, 5])
     assert list(w) == ["window 3", "window 5", "global"] and w["global"]["model"] == "vit_ti"
     cfg = get_preset("smoke")
-    assert L.sweep(cfg, "windows") == L.SWEEPS["smoke"]["windows"] and L.sweep(cfg, "windows", (7,)) == [7]
+    assert L.sweep(cfg, "windows") == get_preset("smoke")["analysis_sweeps"]["windows"] and L.sweep(cfg, "windows", (7,)) == [7]
     with pytest.raises(ValueError, match="patch_sizes"):
         L.sweep(cfg, "patch")
 

@@ -17,9 +17,10 @@ from hdvit_lib.analysis.robustness import RobustnessResult, band_means, matched_
 from hdvit_lib.analysis.variance import VarianceResult
 from hdvit_lib.experiments import representation as rep
 from hdvit_lib.models import get_model
+from hdvit_lib.presets import get_preset
 
 torch.set_num_threads(1)
-CFG = {"name": "smoke", "device": "cpu"}
+CFG = {**get_preset("smoke"), "device": "cpu"}
 
 
 @pytest.fixture()
@@ -62,7 +63,7 @@ def test_robustness_uses_the_same_noise_for_every_model(models_and_batches):
     np.testing.assert_array_equal(r["a"].accuracy, r["b"].accuracy)
     np.testing.assert_array_equal(r["a"].loss, r["b"].loss)
     assert r["a"].magnitude == 0.5 and r["a"].n_images == 32
-    assert rep.frequency_robustness_by_model({"a": models["swin_ti"]}, batches[:1], CFG)["a"].magnitude == rep.NOISE_MAGNITUDE["smoke"]
+    assert rep.frequency_robustness_by_model({"a": models["swin_ti"]}, batches[:1], CFG)["a"].magnitude == CFG["analysis_noise_eps"]
     eq = rep.frequency_robustness_by_model({"a": models["swin_ti"]}, batches[:1], CFG, magnitude=2.0, construction="equal_power")["a"]
     size = tuple(batches[0][0].shape[-2:])
     assert eq.construction == "equal_power" and r["a"].construction == "authors"
@@ -191,12 +192,12 @@ def test_claim_similarity_on_real_tiny_models(models_and_batches):
 
 
 def test_chapter_models():
-    assert rep.chapter_models("variance", {"name": "cpu"}) == list(rep.MODELS)
-    assert rep.chapter_models("variance", {"name": "smoke"}) == list(rep.MODELS)
+    assert rep.chapter_models("variance", get_preset("cpu")) == list(rep.MODELS)
+    assert rep.chapter_models("variance", get_preset("smoke")) == list(rep.MODELS)
     assert rep.chapter_models("fourier", {"name": "smoke"}, ["vit_ti"]) == ["vit_ti"]
     assert rep.chapter_models("fourier", {"name": "smoke"}, "vit_ti") == ["vit_ti"]
     with pytest.raises(ValueError, match="choose one of fourier"):
-        rep.chapter_models("hessian", {"name": "smoke"})
+        rep.chapter_models("hessian", get_preset("smoke"))
 
 
 def test_paper_preset_keeps_float16_features_in_memory_only(models_and_batches, tmp_path):

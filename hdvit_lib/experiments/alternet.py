@@ -61,49 +61,19 @@ MSA_PRESETS: dict[str, tuple[int, ...]] = {
     "ResNet-50, no MSA (0, 0, 0, 0)": (0, 0, 0, 0),
 }
 
-#: Budget of the build-up run per preset: training overrides per candidate, and the most
-#: candidates evaluated (``None``: until the rule stops). ``smoke`` is a demonstration only.
-BUILDUP_BUDGET: dict[str, dict[str, Any]] = {
-    "smoke": {"train_overrides": {"epochs": 1, "warmup_epochs": 0}, "max_evals": 3},
-    "cpu": {"train_overrides": {"epochs": 8}, "max_evals": None},
-    "gpu": {"train_overrides": {}, "max_evals": 4},  # ~6 T4-minutes per candidate (hdvit_lib.presets)
-    "paper": {"train_overrides": {}, "max_evals": None},
-}
-#: Corruptions, severities and images for Fig. 12b per preset (``None`` images: the whole split).
-ROBUSTNESS_BUDGET: dict[str, dict[str, Any]] = {
-    "smoke": {"names": ("gaussian_noise", "motion_blur", "contrast"), "severities": (1, 3, 5), "n_images": 128},
-    "cpu": {"names": CORRUPTIONS, "severities": SEVERITIES, "n_images": 1000},
-    "gpu": {"names": CORRUPTIONS, "severities": SEVERITIES, "n_images": 2000},
-    "paper": {"names": CORRUPTIONS, "severities": SEVERITIES, "n_images": None},
-}
-#: Training-set fractions of the critical analysis (Q2: data size; Q3: local vs global MSA).
-DATA_FRACTIONS: dict[str, tuple[float, ...]] = {
-    "smoke": (0.25, 1.0),
-    "cpu": (0.1, 0.3, 1.0),
-    "gpu": (0.1, 1.0),
-    "paper": (0.1, 0.3, 1.0),
-}
-
-
-#: Q3 (local vs global MSA): two fractions, the smallest and the whole set.
-LOCAL_FRACTIONS: dict[str, tuple[float, ...]] = {
-    "smoke": (0.25, 1.0),
-    "cpu": (0.1, 1.0),
-    "gpu": (0.1, 1.0),
-    "paper": (0.1, 1.0),
-}
-
 
 def _n_test(cfg: Mapping[str, Any]) -> int:
     """Test images behind an accuracy (the whole CIFAR test split, 10000, when ``n_test`` is None)."""
     return int(cfg.get("n_test") or 10000)
 
 
-def _budget(table: Mapping[str, Any], cfg: Mapping[str, Any]) -> Any:
-    name = cfg["name"]
-    if name not in table:
-        raise ValueError(f"preset {name!r} has no budget here; choose one of {', '.join(table)}")
-    return table[name]
+def _budget(cfg: Mapping[str, Any], key: str) -> Any:
+    """The preset's setting ``key`` (``hdvit_lib.presets.ANALYSIS``), with a clear error for a config
+    that is not a preset's."""
+    if key not in cfg:
+        raise ValueError(f"the config has no {key!r}: pass a preset from hdvit_lib.presets.get_preset "
+                         f"(smoke, cpu, gpu, paper)")
+    return cfg[key]
 
 
 # --------------------------------------------------------------------------- Fig. 3: block layouts
@@ -202,14 +172,14 @@ def corruption_images(cfg: Mapping[str, Any], n: int | None, seed: int = 0) -> t
 
 def run_buildup(cfg: Mapping[str, Any], seed: int = 0, model: str = "alternet50", progress: bool = False) -> BuildUpTrace:
     """Fig. 12a: the build-up rule (``analysis.buildup.build_up``) on AlterNet, each candidate
-    trained by ``evaluate_placement`` with the preset's budget (:data:`BUILDUP_BUDGET`; ``smoke``:
+    trained by ``evaluate_placement`` with the preset's budget (preset key ``analysis_buildup``; ``smoke``:
     1 epoch per candidate, at most 3 candidates) and cached in the zoo, so reruns and chapter 13
     reuse the models. Blocks per stage come from the model itself."""
     from hdvit_lib.models import get_model
 
-    budget = _budget(BUILDUP_BUDGET, cfg)
-    base = get_model(model, tiny=bool(cfg["tiny"]))
-    blocks = [len(getattr(base, f"layer{i + 1}")) for i in range(base.num_stages)]
+    budget = _budget(cfg, "analysis_buildup")
+    stages = [b.stage for b in get_model(model, tiny=bool(cfg["tiny"])).blocks() if b.kind in ("conv", "msa")]
+    blocks = [stages.count(s) for s in sorted(set(stages))]  # residual blocks per stage, from blocks()
 
     def evaluate(placement: tuple[int, ...]) -> float:
         return evaluate_placement(placement, cfg["name"], model=model, seed=seed, device=cfg.get("device"),
@@ -221,14 +191,14 @@ def run_buildup(cfg: Mapping[str, Any], seed: int = 0, model: str = "alternet50"
 
 def buildup_model(placement: Sequence[int], cfg: Mapping[str, Any], seed: int = 0, model: str = "alternet50"):
     """The zoo entry (``Trained``) of one build-up candidate, with the same budget as :func:`run_buildup`."""
-    budget = _budget(BUILDUP_BUDGET, cfg)
+    budget = _budget(cfg, "analysis_buildup")
     return trained(model, cfg, seed, model_cfg={"msa_per_stage": tuple(int(m) for m in placement)},
                    train_overrides=dict(budget["train_overrides"]))
 
 
 def describe_buildup_budget(cfg: Mapping[str, Any], model: str = "alternet50") -> str:
     """In words: how much training each build-up candidate gets in this preset."""
-    b = _budget(BUILDUP_BUDGET, cfg)
+    b = _budget(cfg, "analysis_buildup")
     epochs = b["train_overrides"].get("epochs", cfg["epochs"])
     n = cfg.get("n_train") or "all"
     most = f"at most {b['max_evals']} candidates" if b["max_evals"] else "until the rule stops"
@@ -262,15 +232,17 @@ def corruption_robustness_by_model(
     models: Mapping[str, Any], cfg: Mapping[str, Any], seed: int = 0, root: str | None = None
 ) -> dict[str, RobustnessCResult]:
     """Fig. 12b: ``corruption_robustness`` of every model (an ``nn.Module`` or a zoo ``Trained``)
-    on the same corrupted test images (:data:`ROBUSTNESS_BUDGET` per preset; ``root``: read the
+    on the same corrupted test images (preset key ``analysis_corruptions``; ``root``: read the
     released CIFAR-100-C files)."""
     from hdvit_lib.data import mean_std
 
-    b = _budget(ROBUSTNESS_BUDGET, cfg)
+    b = _budget(cfg, "analysis_corruptions")
+    names, severities = tuple(b["names"] or CORRUPTIONS), tuple(b["severities"] or SEVERITIES)
     x, y = corruption_images(cfg, b["n_images"], seed)
     norm = mean_std(cfg["dataset"])
-    return {name: corruption_robustness(getattr(m, "model", m), x, y, names=b["names"], severities=b["severities"], normalize=norm,
-                                        seed=seed, device=cfg.get("device"), root=root, n=b["n_images"])
+    return {name: corruption_robustness(getattr(m, "model", m), x, y, names=names, severities=severities,
+                                        normalize=norm, seed=seed, device=cfg.get("device"), root=root,
+                                        n=b["n_images"])
             for name, m in models.items()}
 
 

@@ -51,21 +51,6 @@ MODELS = ("resnet50", "vit_ti")
 FAMILY_MODELS = ("resnet50", "vit_ti", "pit_ti", "swin_ti", "alternet50")
 #: Snapshots whose spectra Fig. 1b shows.
 SNAPSHOT_TAGS = ("init", "warmup", "final")
-#: Lanczos steps (Krylov dimension) per mini-batch, by preset: few in ``smoke`` (rough Ritz values).
-HESSIAN_STEPS = {"smoke": 8, "cpu": 30, "gpu": 100, "paper": 100}
-#: Sweeps by preset (``None`` in a chapter's parameters cell means these). ``cpu`` leaves out patch 2:
-#: the tiny ViT trains at ~130 img/s with it on one core (~600 with patch 4), 20 min alone.
-SWEEPS: dict[str, dict[str, list]] = {
-    "smoke": {"data_fractions": [0.5, 1.0], "fraction_models": ["vit_ti"], "patch_sizes": [4, 8],
-              "windows": [3, 5]},
-    "cpu": {"data_fractions": [0.1, 0.3, 1.0], "fraction_models": ["resnet50", "vit_ti"], "patch_sizes": [4, 8, 16],
-            "windows": [3, 5, 7]},
-    # gpu: one session (hdvit_lib.presets): no patch 1 (1024 tokens, ~5x ViT-Ti's cost), fewer points
-    "gpu": {"data_fractions": [0.1, 1.0], "fraction_models": ["resnet50", "vit_ti"], "patch_sizes": [2, 4, 8],
-            "windows": [3, 5, 7]},
-    "paper": {"data_fractions": [0.02, 0.1, 0.3, 1.0], "fraction_models": ["resnet50", "vit_ti"],
-              "patch_sizes": [1, 2, 4, 8], "windows": [3, 5, 7, 9]},
-}
 #: Fig. 6: the ViT's classifiers (``global_pool`` setting) and their names.
 CLASSIFIERS = {"token": "CLS token", "avg": "GAP"}
 #: Patch sizes (dividing 32) and windows the live controls offer.
@@ -74,10 +59,10 @@ LIVE_WINDOWS = (1, 3, 5, 7)
 
 
 def sweep(cfg: dict[str, Any], what: str, given: Sequence | None = None) -> list:
-    """``given`` if not None, else the preset's default for ``what`` (see :data:`SWEEPS`)."""
+    """``given`` if not None, else the preset's default for ``what`` (preset key ``analysis_sweeps``)."""
     if given is not None:
         return list(given)
-    table = SWEEPS[cfg["name"]]
+    table = cfg["analysis_sweeps"]
     if what not in table:
         raise ValueError(f"sweep {what!r} is unknown; choose one of {', '.join(table)}")
     return list(table[what])
@@ -157,10 +142,10 @@ def classifier_runs(model: str = "vit_ti", pools: Sequence[str] = tuple(CLASSIFI
 def hessian_spectrum(model: nn.Module, batches: Batches, cfg: dict[str, Any], seed: int = 0, name: str = "",
                      progress: bool = False) -> HessianSpectrum:
     """Top-``hessian_k`` eigenvalues on each of the ``batches`` (Park & Kim 2022, Figs. 1b and 4):
-    ``spectrum`` (Lanczos, :data:`HESSIAN_STEPS` steps) of the landscape's loss, NLL +
+    ``spectrum`` (Lanczos, the preset's ``hessian_steps``) of the landscape's loss, NLL +
     ``weight_decay * sum_k ||w_k||`` (:mod:`hdvit_lib.analysis.objective`)."""
     return spectrum(model, batches, len(batches), k=int(cfg["hessian_k"]), method="lanczos",
-                    max_iter=HESSIAN_STEPS[cfg["name"]], weight_decay=float(cfg["weight_decay"]),
+                    max_iter=int(cfg["hessian_steps"]), weight_decay=float(cfg["weight_decay"]),
                     seed=seed, stack=len(batches), name=name, progress=progress)
 
 

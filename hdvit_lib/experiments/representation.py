@@ -39,28 +39,12 @@ from hdvit_lib.analysis.robustness import (
 from hdvit_lib.analysis.variance import VarianceResult, feature_map_variance
 from hdvit_lib.claims import Claim, verdict
 from hdvit_lib.experiments import common
-from hdvit_lib.presets import PAPER_SCALE
+from hdvit_lib.presets import FAMILIES, PAPER_SCALE
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
 #: The paper's models for these figures (Figs. 2, 8, 9: ResNet and ViT; App. D adds PiT, Swin, AlterNet).
-MODELS = ("resnet50", "vit_ti", "pit_ti", "swin_ti", "alternet50")
-#: eps of Fig. 2b's noise per preset: the +-eps sign noise (normalised pixel units) that the
-#: authors' FreqAttack filters to a band (the paper does not publish its value). After filtering, at
-#: 32x32 with 0.1 pi bands, the RMS is 0.11 eps (0.1 pi band) ... 0.41 eps (0.9 pi), 0.26 eps as a
-#: power mean over the nine bands (``authors_noise_rms``). eps = 2 for ``smoke``/``cpu`` gives RMS
-#: 0.22 ... 0.81 (power mean 0.52, the former equal-power RMS 0.5); eps = 0.5 (RMS 0.06 ... 0.2)
-#: barely moved the smoke models (|change| <= 2 points, about 2 of 128 images). ``paper``: 0.4,
-#: the same mean noise power as the former equal-power RMS 0.1.
-NOISE_MAGNITUDE = {"smoke": 2.0, "cpu": 2.0, "gpu": 0.4, "paper": 0.4}
-#: Each chapter's models per preset. Figs. 8/9 take all five in every preset (the tiny AlterNet
-#: trains in ~10 s on a quiet 2-core machine, and chapter 12 shares its cache entry).
-CHAPTER_MODELS: dict[str, dict[str, tuple[str, ...]]] = {
-    "fourier": {p: ("resnet50", "vit_ti") for p in ("smoke", "cpu", "gpu", "paper")},
-    "high_frequency": {p: MODELS for p in ("smoke", "cpu", "gpu", "paper")},
-    "variance": {p: MODELS for p in ("smoke", "cpu", "gpu", "paper")},
-    "similarity": {p: ("resnet50", "swin_ti", "vit_ti") for p in ("smoke", "cpu", "gpu", "paper")},
-}
+MODELS = FAMILIES
 
 
 # --------------------------------------------------------------------------- models and data
@@ -68,12 +52,13 @@ CHAPTER_MODELS: dict[str, dict[str, tuple[str, ...]]] = {
 
 def chapter_models(chapter: str, cfg: dict[str, Any], models: Sequence[str] | str | None = None) -> list[str]:
     """The models a chapter runs: ``models`` if given, else the chapter's choice for the preset
-    (``CHAPTER_MODELS``)."""
+    (preset key ``analysis_models``)."""
     if models is not None:
         return [models] if isinstance(models, str) else list(models)
-    if chapter not in CHAPTER_MODELS:
-        raise ValueError(f"chapter={chapter!r} is unknown; choose one of {', '.join(CHAPTER_MODELS)}")
-    return list(CHAPTER_MODELS[chapter][cfg["name"]])
+    table = cfg["analysis_models"]
+    if chapter not in table:
+        raise ValueError(f"chapter={chapter!r} is unknown; choose one of {', '.join(table)}")
+    return list(table[chapter])
 
 
 def train_models(
@@ -173,13 +158,13 @@ def frequency_robustness_by_model(
 ) -> dict[str, RobustnessResult]:
     """Fig. 2b: ``frequency_robustness`` of every model (same noise for every model: same seed).
 
-    ``magnitude``: eps of the authors' sign noise (``None``: the preset's ``NOISE_MAGNITUDE``).
+    ``magnitude``: eps of the authors' sign noise (``None``: the preset's ``analysis_noise_eps``).
     ``construction="authors"`` (default): FreqAttack's band-filtered +-eps noise, whose power grows
     with the band's area. ``"equal_power"``: Gaussian band noise with the same RMS in every band,
     that RMS being ``matched_rms`` -- the power mean of the authors' noise RMS over the bands --
     so that both constructions add the same noise energy over the sweep."""
     if magnitude is None:
-        magnitude = NOISE_MAGNITUDE[cfg["name"]]
+        magnitude = float(cfg["analysis_noise_eps"])
     if construction == "equal_power":
         magnitude = matched_rms(_image_size(batches), DEFAULT_F_CENTERS, 0.1, magnitude)
     return {
