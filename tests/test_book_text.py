@@ -37,3 +37,29 @@ def test_a_chapter_number_is_its_main_figure_number() -> None:
     for fig, chapter in figure_map():
         if fig.isdigit():
             assert int(chapter[:2]) == int(fig), (fig, chapter)
+
+
+def test_readme_figure_table_names_real_functions_and_chapters() -> None:
+    """Every `module.function` in the README's figure -> chapter -> code table exists in
+    hdvit_lib.analysis / hdvit_lib.plots / hdvit_lib.data, and every chapter it names exists."""
+    import importlib
+
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## Figure → chapter → code"):text.index("## Layout")]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) >= 12
+    chapters = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
+    for row in rows:
+        _, _, chapter, analysis, plot, _ = row.split("|")
+        stems = re.findall(r"`(\d\d)(?:_[a-z_]+)?`", chapter)
+        assert stems and all(any(c.startswith(s) for c in chapters) for s in stems), row
+        for mod, fn in re.findall(r"`([a-z_.]+)\.([A-Za-z_]+)`", analysis + plot):
+            found = False
+            for base in ("hdvit_lib.analysis.", "hdvit_lib.plots.", "hdvit_lib.data.", "hdvit_lib."):
+                try:
+                    found = hasattr(importlib.import_module(base + mod), fn)
+                except ModuleNotFoundError:
+                    continue
+                if found:
+                    break
+            assert found, f"{mod}.{fn} in: {row}"
