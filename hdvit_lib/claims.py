@@ -61,9 +61,15 @@ class Claim:
     holds: bool | None
     verdict: str
     preset: str = field(default="")
+    #: standard errors of some ``measured`` values (same keys), shown as ``value ± SE``
+    uncertainty: dict[str, float] = field(default_factory=dict)
 
     def _measured_text(self) -> str:
-        return ", ".join(f"{k} = {_fmt(v)}" for k, v in self.measured.items())
+        def one(k: str, v: float) -> str:
+            se = self.uncertainty.get(k)
+            return f"{k} = {_fmt(v)}" + (f" ± {_fmt(se)}" if se is not None and math.isfinite(se) else "")
+
+        return ", ".join(one(k, v) for k, v in self.measured.items())
 
     def __str__(self) -> str:
         preset = f" (preset {self.preset})" if self.preset else ""
@@ -91,3 +97,52 @@ def difference_part(diff: float, se: float, what: str) -> tuple[bool | None, str
     if abs(diff) <= 2 * se:
         return None, f"{what}: {diff:+.3f}, within noise (2 SE = {2 * se:.3f})"
     return diff > 0, f"{what}: {diff:+.3f} ({'beyond' if diff > 0 else 'against, beyond'} 2 SE = {2 * se:.3f})"
+
+
+def proportion_se(p: float, n: int) -> float:
+    """Standard error of a proportion ``p`` of ``n`` independent items, ``sqrt(p(1-p)/n)``; with
+    ``p`` in {0, 1} the rule-of-three bound ``sqrt(0.5 * 0.5 / n)`` is used instead of 0 (one more
+    item could change it)."""
+    if n <= 0 or not math.isfinite(p):
+        return float("nan")
+    q = p if 0.0 < p < 1.0 else 0.5
+    return math.sqrt(q * (1.0 - q) / n)
+
+
+def majority_part(p: float, n: int, what: str) -> tuple[bool | None, str]:
+    """Is a proportion ``p`` of ``n`` items a majority (> 0.5)? True or False only where it lies beyond
+    2 SE (:func:`proportion_se`) from 0.5; else None: undecided at this power."""
+    if not math.isfinite(p) or n <= 0:
+        return None, f"{what}: not measured"
+    se = proportion_se(p, n)
+    words = f"{what}: {p:.0%} of {n} (SE {se:.2f})"
+    if abs(p - 0.5) <= 2 * se:
+        return None, f"{words}, within 2 SE of one half: undecided at this power"
+    return p > 0.5, words
+
+
+def bootstrap_se(values_by_group: Sequence[Sequence[float]], stat, n_boot: int = 500, seed: int = 0) -> float:
+    """Standard error of ``stat(all values)`` by resampling whole groups with replacement (e.g. the
+    eigenvalues of one mini-batch are a group: they are not independent of each other)."""
+    import numpy as np
+
+    groups = [np.asarray(g, dtype=float).ravel() for g in values_by_group if len(g)]
+    if len(groups) < 2:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    stats = [stat(np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))]))
+             for _ in range(n_boot)]
+    return float(np.std(stats, ddof=1))
+
+
+def less_part(a: float, se_a: float, b: float, se_b: float, what: str) -> tuple[bool | None, str]:
+    """Is ``a < b``? Decided only where the difference exceeds 2 SE of the difference
+    (``sqrt(se_a^2 + se_b^2)``, NaN SEs count as 0); else None (undecided at this power)."""
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return None, f"{what}: not measured"
+    se = math.sqrt(sum(x * x for x in (se_a, se_b) if math.isfinite(x)))
+    diff = b - a
+    if abs(diff) <= 2 * se:
+        return None, f"{what}: {a:.3g} vs {b:.3g}, within 2 SE ({2 * se:.2g}): undecided at this power"
+    return diff > 0, f"{what}: {a:.3g} vs {b:.3g} (2 SE = {2 * se:.2g})"
+

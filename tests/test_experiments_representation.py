@@ -97,21 +97,30 @@ def _variance(name: str, kinds: list[str], delta: list[float]) -> VarianceResult
 
 
 def test_claim_variance_verdicts():
-    vit = _variance("vit", ["embed", "msa", "mlp", "msa", "mlp", "head"], [1, -1, 2, -1, 2, np.nan])
+    # a depth-12 ViT: every MSA lowers the variance, every MLP raises it; a CNN with one Conv of two
+    vit = _variance("vit", ["embed"] + ["msa", "mlp"] * 12 + ["head"], [1] + [-1, 2] * 12 + [np.nan])
     cnn = _variance("cnn", ["embed", "conv", "conv", "head"], [1, 2, -1, np.nan])
     c = rep.claim_variance({"vit": vit, "cnn": cnn}, preset="smoke")
-    # MSA: 2 of 2 lowered; Conv/MLP: 3 of 4 raised (pooled over models)
+    # MSA: 12 of 12 lowered; Conv/MLP: 13 of 14 raised (pooled over models), both beyond 2 SE of 1/2
     assert c.holds is True
     assert c.measured["all models: MSA lowered"] == 1.0
-    assert c.measured["all models: Conv/MLP raised"] == 0.75
+    assert c.measured["all models: Conv/MLP raised"] == pytest.approx(13 / 14)
     assert c.measured["cnn: Conv/MLP raised"] == 0.5 and "cnn: MSA lowered" not in c.measured
-    assert "holds in this run" in c.verdict and "preset smoke" in str(c)
+    # SEs: binomial, with the p in {0, 1} bound; shown as "± SE"
+    assert c.uncertainty["all models: MSA lowered"] == pytest.approx((0.25 / 12) ** 0.5)
+    p = 13 / 14
+    assert c.uncertainty["all models: Conv/MLP raised"] == pytest.approx((p * (1 - p) / 14) ** 0.5)
+    assert "holds in this run" in c.verdict and "preset smoke" in str(c) and " ± " in str(c)
 
-    vit_bad = _variance("vit", ["embed", "msa", "mlp", "msa", "mlp"], [1, 1, 2, 1, 2])
+    vit_bad = _variance("vit", ["embed"] + ["msa", "mlp"] * 12, [1] + [1, 2] * 12)
     c = rep.claim_variance({"vit": vit_bad})
     assert c.holds is False and "in part" in c.verdict  # MSAs raised, MLPs raised
-    c = rep.claim_variance({"vit": _variance("vit", ["embed", "msa", "mlp"], [1, 1, -1])})
+    c = rep.claim_variance({"vit": _variance("vit", ["embed"] + ["msa", "mlp"] * 12, [1] + [1, -1] * 12)})
     assert c.holds is False and "does not hold" in c.verdict
+    # two MSA blocks of two: 100%, but within 2 SE of one half -- undecided at this power
+    few = _variance("vit", ["embed", "msa", "mlp", "msa", "mlp"], [1, -1, 2, -1, 2])
+    c = rep.claim_variance({"vit": few})
+    assert c.holds is None and "undecided at this power" in c.verdict
 
 
 def _fourier(name: str, kinds: list[str], high: list[float]) -> FourierResult:
@@ -150,8 +159,11 @@ def test_claim_fourier_and_high_frequency():
     with pytest.raises(ValueError, match="Conv model and an MSA model"):
         rep.claim_fourier({"vit": four["vit"]}, {})
     hf = rep.claim_high_frequency(four)
-    # deltas: resnet conv +0.5, +0.5; vit msa -0.5, -0.4, mlp +0.3
+    # deltas: resnet conv +0.5, +0.5; vit msa -0.5, -0.4, mlp +0.3: all as claimed, but 2 and 3 blocks
     assert hf.measured["all models: MSA lowered"] == 1.0 and hf.measured["all models: Conv/MLP raised"] == 1.0
+    assert hf.holds is None and "undecided at this power" in hf.verdict
+    deep = {"vit": _fourier("vit", ["embed"] + ["msa", "mlp"] * 12, [0.0] + [-1.0, 0.0] * 12)}
+    hf = rep.claim_high_frequency(deep)  # 12 MSAs lower it, 12 MLPs raise it
     assert hf.holds is True
 
 

@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 
 from hdvit_lib.analysis.objective import PENALTIES, l2_penalty, soft_cross_entropy
 from hdvit_lib.analysis.result import Result
+from hdvit_lib.claims import bootstrap_se
 from hdvit_lib.distributed import (
     gather_shards,
     is_main,
@@ -567,7 +568,9 @@ def spectrum_summary(spec: HessianSpectrum) -> dict[str, float]:
     - ``"APE"``: average of the positive eigenvalues (:func:`average_positive_eigenvalue`);
     - ``"median |negative|"``, ``"median positive"``: medians of the negative eigenvalues'
       magnitudes and of the positive eigenvalues;
-    - ``"median max eigenvalue"``: the median over mini-batches of each batch's largest eigenvalue.
+    - ``"median max eigenvalue"``: the median over mini-batches of each batch's largest eigenvalue;
+    - ``"NEP SE"``: the standard error of NEP by a bootstrap over mini-batches (the eigenvalues of one
+      mini-batch are not independent; NaN with fewer than two mini-batches).
     """
     ev = np.asarray(spec.eigenvalues, dtype=float)
     v = ev[np.isfinite(ev)]
@@ -581,4 +584,5 @@ def spectrum_summary(spec: HessianSpectrum) -> dict[str, float]:
         "median |negative|": float(np.median(neg)) if len(neg) else nan,
         "median positive": float(np.median(pos)) if len(pos) else nan,
         "median max eigenvalue": float(np.median(top)) if len(top) else nan,
+        "NEP SE": bootstrap_se(rows, negative_eigenvalue_proportion, seed=int(spec.seed)),
     }

@@ -38,7 +38,7 @@ from hdvit_lib.analysis.landscape import (
     loss_landscape,
     trajectory,
 )
-from hdvit_lib.claims import Claim, verdict
+from hdvit_lib.claims import Claim, less_part, verdict
 from hdvit_lib.data.batches import Batches, hessian_batches, training_batches
 
 # Chapters call ``ex.train_runs`` / ``ex.train_models`` (re-exported: the chapter group's training step).
@@ -316,7 +316,9 @@ def claim_landscape(lands: Mapping[str, Landscape], per_tag: Mapping[str, Mappin
     early = "warmup" if "warmup" in summ else tags[0]
     a = _lt(curv[msa], curv[conv])
     b = _lt(summ[last][msa]["median max eigenvalue"], summ[last][conv]["median max eigenvalue"])
-    c = _lt(summ[early][conv]["NEP"], summ[early][msa]["NEP"])
+    se = {f"{k} @ {tag}: NEP": summ[tag][k]["NEP SE"] for tag in tags for k in (conv, msa)}
+    c, _ = less_part(summ[early][conv]["NEP"], summ[early][conv]["NEP SE"],
+                     summ[early][msa]["NEP"], summ[early][msa]["NEP SE"], "NEP")
     holds, head = verdict([a, b, c])
     sm, sc = summ[last][msa], summ[last][conv]
     words = [
@@ -326,9 +328,11 @@ def claim_landscape(lands: Mapping[str, Landscape], per_tag: Mapping[str, Mappin
         f"({sm['median max eigenvalue']:.3g} vs {sc['median max eigenvalue']:.3g}; APE {sm['APE']:.3g} vs "
         f"{sc['APE']:.3g})" if b is not None else "(b) undecided",
         f"(c) at {early} NEP is {summ[early][msa]['NEP']:.0%} for {msa}, "
-        f"{summ[early][conv]['NEP']:.0%} for {conv}" if c is not None else "(c) undecided",
+        f"{summ[early][conv]['NEP']:.0%} for {conv}" if c is not None else
+        f"(c) undecided at this power: NEP at {early} {summ[early][msa]['NEP']:.0%} ({msa}) vs "
+        f"{summ[early][conv]['NEP']:.0%} ({conv}), within 2 SE (bootstrap over mini-batches)",
     ]
-    return Claim(paper, measured, holds, f"{head}: " + "; ".join(words) + ".", preset)
+    return Claim(paper, measured, holds, f"{head}: " + "; ".join(words) + ".", preset, uncertainty=se)
 
 
 def claim_negative_eigenvalues(specs: Mapping[str, HessianSpectrum], conv: str, msa: str, msa_small: str,
@@ -345,9 +349,10 @@ def claim_negative_eigenvalues(specs: Mapping[str, HessianSpectrum], conv: str, 
     s = {k: spectrum_summary(specs[k]) for k in (conv, msa, msa_small)}
     measured = {f"{k}: {q}": s[k][q] for k in (conv, msa, msa_small)
                 for q in ("NEP", "APE", "median |negative|", "median positive")}
-    a = _lt(s[conv]["NEP"], s[msa]["NEP"])
+    se = {f"{k}: NEP": s[k]["NEP SE"] for k in (conv, msa, msa_small)}
+    a, _ = less_part(s[conv]["NEP"], s[conv]["NEP SE"], s[msa]["NEP"], s[msa]["NEP SE"], "NEP")
     b = _lt(s[msa]["median positive"], s[conv]["median positive"])
-    share = _lt(s[msa]["NEP"], s[msa_small]["NEP"])
+    share, _ = less_part(s[msa]["NEP"], s[msa]["NEP SE"], s[msa_small]["NEP"], s[msa_small]["NEP SE"], "NEP")
     mag = _lt(s[msa]["median |negative|"], s[msa_small]["median |negative|"])
     c = None if share is None else bool(share and mag is not False)  # NEP decides; magnitude if measured
     holds, head = verdict([a, b, c])
@@ -361,8 +366,9 @@ def claim_negative_eigenvalues(specs: Mapping[str, HessianSpectrum], conv: str, 
     ]
     text = f"{head}: " + "; ".join(words) + (
         ". (Each part: " + ", ".join(f"({p}) {'yes' if f else 'no' if f is False else 'n/a'}"
-                                    for p, f in zip("abc", (a, b, c))) + ".)")
-    return Claim(paper, measured, holds, text, preset)
+                                    for p, f in zip("abc", (a, b, c))) + "; n/a: not measured or NEPs within 2 SE, "
+        "bootstrap over mini-batches.)")
+    return Claim(paper, measured, holds, text, preset, uncertainty=se)
 
 
 def _or_none(x: float) -> str:
@@ -383,15 +389,17 @@ def claim_gap_classifier(specs: Mapping[str, HessianSpectrum], cls: str, gap: st
              "aid ViT training; Sec. 2, Fig. 6.")
     s = {k: spectrum_summary(specs[k]) for k in (cls, gap)}
     measured = {f"{k}: {q}": s[k][q] for k in (cls, gap) for q in ("NEP", "APE", "median |negative|")}
-    lower = _lt(s[gap]["NEP"], s[cls]["NEP"])
-    if lower is None:
-        return Claim(paper, measured, None, "undecided in this run: a spectrum has no finite eigenvalues.", preset)
+    se = {f"{k}: NEP": s[k]["NEP SE"] for k in (cls, gap)}
+    if _lt(s[gap]["NEP"], s[cls]["NEP"]) is None:
+        return Claim(paper, measured, None, "undecided in this run: a spectrum has no finite eigenvalues.", preset,
+                     uncertainty=se)
+    lower, nep_words = less_part(s[gap]["NEP"], s[gap]["NEP SE"], s[cls]["NEP"], s[cls]["NEP SE"],
+                                 f"NEP with {gap} vs {cls}")
     holds, head = verdict([lower])
-    text = (f"{head}: NEP {s[gap]['NEP']:.0%} with {gap} vs {s[cls]['NEP']:.0%} with {cls} "
-               f"({'lower' if lower else 'not lower'}); APE {s[gap]['APE']:.3g} vs {s[cls]['APE']:.3g}; "
+    text = (f"{head}: {nep_words}; APE {s[gap]['APE']:.3g} vs {s[cls]['APE']:.3g}; "
                f"median |negative| {_or_none(s[gap]['median |negative|'])} vs {_or_none(s[cls]['median |negative|'])}; "
                f"from {np.asarray(specs[gap].eigenvalues).size} eigenvalues per model.")
-    return Claim(paper, measured, holds, text, preset)
+    return Claim(paper, measured, holds, text, preset, uncertainty=se)
 
 
 def claim_error_vs_nll(fit: FitResult, preset: str = "", strong: float = 0.5) -> Claim:

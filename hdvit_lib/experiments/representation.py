@@ -37,7 +37,7 @@ from hdvit_lib.analysis.robustness import (
     matched_rms,
 )
 from hdvit_lib.analysis.variance import VarianceResult, feature_map_variance
-from hdvit_lib.claims import Claim, verdict
+from hdvit_lib.claims import Claim, majority_part, proportion_se, verdict
 from hdvit_lib.experiments import common
 from hdvit_lib.presets import FAMILIES, PAPER_SCALE
 
@@ -220,34 +220,37 @@ def _kind_deltas(results: Mapping[str, Any], delta: str, kinds: Sequence[str]) -
     return [np.asarray(getattr(r, delta), dtype=float)[np.isin(r.kinds, list(kinds))] for r in results.values()]
 
 
-def _majority(x: float) -> bool | None:
-    return None if math.isnan(x) else x > 0.5
-
-
 def _block_claim(
     results: Mapping[str, Any], delta: str, quantity: str, paper: str, preset: str, msa_key: str, cm_key: str
 ) -> Claim:
-    """Shared verdict of Figs. 8 and 9: do MSA blocks lower ``quantity`` and Conv/MLP blocks raise it?"""
+    """Shared verdict of Figs. 8 and 9: do MSA blocks lower ``quantity`` and Conv/MLP blocks raise it?
+    Each part is the pooled fraction of blocks, decided only beyond 2 binomial SE of one half
+    (:func:`hdvit_lib.claims.majority_part`); the SE of every fraction is reported."""
     measured: dict[str, float] = {}
+    se: dict[str, float] = {}
     for name, r in results.items():
+        kinds = np.asarray(r.kinds)
         if has_msa(r.kinds):
-            measured[f"{name}: MSA lowered"] = getattr(r, msa_key)
-        measured[f"{name}: Conv/MLP raised"] = getattr(r, cm_key)
+            k = f"{name}: MSA lowered"
+            measured[k] = getattr(r, msa_key)
+            se[k] = proportion_se(measured[k], int(np.sum(~np.isnan(np.asarray(getattr(r, delta))[kinds == "msa"]))))
+        k = f"{name}: Conv/MLP raised"
+        measured[k] = getattr(r, cm_key)
+        n_cm = int(np.sum(~np.isnan(np.asarray(getattr(r, delta))[np.isin(kinds, ["conv", "mlp"])])))
+        se[k] = proportion_se(measured[k], n_cm)
     msa, n_msa = pooled_fraction(_kind_deltas(results, delta, ["msa"]), "lower")
     cm, n_cm = pooled_fraction(_kind_deltas(results, delta, ["conv", "mlp"]), "raise")
     measured["all models: MSA lowered"] = msa
     measured["all models: Conv/MLP raised"] = cm
-    a, b = _majority(msa), _majority(cm)
-    parts = []
-    if a is not None:
-        parts.append(f"{msa:.0%} of {n_msa} MSA blocks lowered the {quantity}")
-    if b is not None:
-        parts.append(f"{cm:.0%} of {n_cm} Conv/MLP blocks raised it")
-    if a is None and b is None:
-        return Claim(paper, measured, None, f"undecided: no block changed the {quantity} measurably", preset)
+    se["all models: MSA lowered"], se["all models: Conv/MLP raised"] = proportion_se(msa, n_msa), proportion_se(cm, n_cm)
+    if n_msa == 0 and n_cm == 0:
+        return Claim(paper, measured, None, f"undecided: no block changed the {quantity} measurably", preset,
+                     uncertainty=se)
+    a, words_a = majority_part(msa, n_msa, f"MSA blocks that lowered the {quantity}")
+    b, words_b = majority_part(cm, n_cm, "Conv/MLP blocks that raised it")
     holds, head = verdict([a, b])
-    return Claim(paper, measured, holds, f"{head}: " + "; ".join(parts) + ". (Fractions of blocks; a block "
-                 "'lowered' it when its output has less than its input.)", preset)
+    return Claim(paper, measured, holds, f"{head}: {words_a}; {words_b}. (Fractions of blocks; a block "
+                 "'lowered' it when its output has less than its input.)", preset, uncertainty=se)
 
 
 def claim_variance(results: Mapping[str, VarianceResult], preset: str = "") -> Claim:
