@@ -414,3 +414,26 @@ def test_classifier_runs_and_the_live_control_switch_global_pool() -> None:
     assert ctl.kind == "dropdown" and ctl.calls == 0
     fig = ctl.result("avg")  # precomputed: no training, no Hessian
     assert ctl.calls == 0 and "at warmup" in fig.layout.title.text
+
+
+def test_a_chapter_config_with_overrides_trains_what_it_says(monkeypatch) -> None:
+    """train_runs passes a config's changed training settings (and data set) to the cache, so
+    get_preset("smoke", epochs=5, dataset="fractal") is not silently the smoke preset's run."""
+    from hdvit_lib.experiments import common
+
+    seen = []
+
+    class _T:
+        history = type("H", (), {"final": staticmethod(lambda k: 0.5), "epochs_done": 1})()
+
+    def fake(model, **kw):
+        seen.append(kw)
+        return _T()
+
+    monkeypatch.setattr("hdvit_lib.zoo.load_or_train", fake)
+    cfg = get_preset("smoke", epochs=5, dataset="fractal", hessian_k=3)
+    common.train_runs({"v": common.run_spec("vit_ti")}, cfg)
+    assert seen[0]["dataset"] == "fractal" and seen[0]["train_overrides"] == {"epochs": 5}
+    common.train_runs({"v": common.run_spec("vit_ti")}, get_preset("smoke"))
+    assert seen[1]["dataset"] is None and seen[1]["train_overrides"] is None
+    assert common.training_overrides(get_preset("cpu", weights="trained", download=True)) == (None, {})
