@@ -38,7 +38,9 @@ from hdvit_lib.analysis.robustness import (
 )
 from hdvit_lib.analysis.variance import VarianceResult, feature_map_variance
 from hdvit_lib.claims import Claim, majority_part, proportion_se, verdict
-from hdvit_lib.experiments import common
+
+# Chapters call ``rep.train_models`` (re-exported: the zoo entries, ``Trained``, as in every chapter group).
+from hdvit_lib.experiments.common import train_models
 from hdvit_lib.presets import FAMILIES, PAPER_SCALE
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
@@ -61,12 +63,10 @@ def chapter_models(chapter: str, cfg: dict[str, Any], models: Sequence[str] | st
     return list(table[chapter])
 
 
-def train_models(
-    names: Sequence[str], cfg: dict[str, Any], seed: int = 0, progress: bool = False
-) -> dict[str, nn.Module]:
-    """``{name: trained model (eval mode)}`` from the zoo cache (trained on a miss), for the
-    preset ``cfg`` (from ``hdvit_lib.notebook.setup``); prints each model's test accuracy."""
-    return {name: t.model for name, t in common.train_models(names, cfg, seed, progress).items()}
+def module_of(model_or_trained: Any) -> nn.Module:
+    """The ``nn.Module`` of a zoo entry (``Trained``) or the module itself: the chapters pass
+    ``train_models``'s entries (one type everywhere) and tests pass bare modules."""
+    return getattr(model_or_trained, "model", model_or_trained)
 
 
 def analysis_batches(cfg: dict[str, Any], seed: int = 0, n_images: int | None = None) -> Batches:
@@ -100,14 +100,14 @@ def features_cache_dir(cfg: dict[str, Any]) -> Path | None:
 
 
 def features_by_model(
-    models: Mapping[str, nn.Module], batches: Iterable | torch.Tensor, cfg: dict[str, Any]
+    models: Mapping[str, Any], batches: Iterable | torch.Tensor, cfg: dict[str, Any]
 ) -> dict[str, Features]:
     """One eval-mode pass per model keeping every block's output (``extract_features``), shared
     by the Fourier, variance and CKA steps. Outputs are kept as float16 for ``paper`` (memory),
     float32 otherwise."""
     dtype = torch.float16 if cfg["name"] in PAPER_SCALE else torch.float32
     return {
-        name: extract_features(m, batches, device=cfg.get("device"), cache_dir=features_cache_dir(cfg), dtype=dtype)
+        name: extract_features(module_of(m), batches, device=cfg.get("device"), cache_dir=features_cache_dir(cfg), dtype=dtype)
         for name, m in models.items()
     }
 
@@ -149,7 +149,7 @@ def fourier_by_model(features: Mapping[str, Features]) -> dict[str, FourierResul
 
 
 def frequency_robustness_by_model(
-    models: Mapping[str, nn.Module],
+    models: Mapping[str, Any],
     batches: Iterable | torch.Tensor,
     cfg: dict[str, Any],
     magnitude: float | None = None,
@@ -168,7 +168,7 @@ def frequency_robustness_by_model(
     if construction == "equal_power":
         magnitude = matched_rms(_image_size(batches), DEFAULT_F_CENTERS, 0.1, magnitude)
     return {
-        name: frequency_robustness(m, batches, magnitude=magnitude, seed=seed, device=cfg.get("device"),
+        name: frequency_robustness(module_of(m), batches, magnitude=magnitude, seed=seed, device=cfg.get("device"),
                                    model_name=name, construction=construction)
         for name, m in models.items()
     }
@@ -186,12 +186,12 @@ def cka_by_model(features: Mapping[str, Features], batch_size: int = 64) -> dict
 
 
 def lesion_by_model(
-    models: Mapping[str, nn.Module], batches: Iterable | torch.Tensor, cfg: dict[str, Any], mode: str = "paper"
+    models: Mapping[str, Any], batches: Iterable | torch.Tensor, cfg: dict[str, Any], mode: str = "paper"
 ) -> dict[str, LesionResult]:
     """Fig. 10b: ``lesion_study`` of every model, one block at a time: ``mode="paper"`` removes one
     3x3 conv of a conv block (strided ones skipped) or a whole MSA/MLP block, ``mode="branch"``
     every residual block's whole branch."""
-    return {name: lesion_study(m, batches, device=cfg.get("device"), model_name=name, mode=mode)
+    return {name: lesion_study(module_of(m), batches, device=cfg.get("device"), model_name=name, mode=mode)
             for name, m in models.items()}
 
 
