@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import FakeTrained
 from torch import nn
 
 from hdvit_lib.analysis.fit import DataFractionResult
@@ -148,23 +149,13 @@ def test_run_buildup_with_a_stub_evaluator(monkeypatch):
     assert "1 epoch(s)" in alt.describe_buildup_budget(cfg)
 
 
-class _FakeTrained:
-    """A zoo entry stand-in: ``.model`` and ``.snapshot(tag)``."""
-
-    def __init__(self, model: nn.Module, snaps: dict) -> None:
-        self.model, self.snaps = model, snaps
-
-    def snapshot(self, tag):
-        return self.snaps[tag]
-
-
 def test_hessian_spectra_use_the_snapshot_and_match_a_dense_hessian():
     torch.manual_seed(0)
     model = nn.Linear(4, 3)
     warm = {k: v + 0.5 for k, v in model.state_dict().items()}  # other weights than .model's
     x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
     cfg = get_preset("cpu", hessian_k=3)  # 30 Lanczos steps > 15 parameters: exact
-    spec = alt.hessian_spectra({"lin": _FakeTrained(model, {"warmup": warm})}, [(x, y)], cfg)["lin"]
+    spec = alt.hessian_spectra({"lin": FakeTrained(model, {"warmup": warm})}, [(x, y)], cfg)["lin"]
 
     wd = cfg["weight_decay"]
     shapes = [warm["weight"].shape, warm["bias"].shape]
@@ -195,7 +186,7 @@ def test_hessian_at_warmup_trains_what_the_checkpoints_cannot_give(monkeypatch, 
     here_warm = {k: v + 1.0 for k, v in here_model.state_dict().items()}
     asked = []
 
-    class _Entry(_FakeTrained):
+    class _Entry(FakeTrained):
         history = History(epoch=[1], test_acc=[0.1])
 
     def fake_load_or_train(name, **kw):
@@ -203,13 +194,13 @@ def test_hessian_at_warmup_trains_what_the_checkpoints_cannot_give(monkeypatch, 
         return _Entry(here_model, {"warmup": here_warm})
 
     monkeypatch.setattr(zoo, "load_or_train", fake_load_or_train)
-    other = _FakeTrained(nn.Linear(4, 3), {"warmup": {k: v * 0 for k, v in here_model.state_dict().items()}})
+    other = FakeTrained(nn.Linear(4, 3), {"warmup": {k: v * 0 for k, v in here_model.state_dict().items()}})
     x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
     cfg = get_preset("cpu", hessian_k=2)
     warm = alt.hessian_spectra({"vit_ti": official, "other": other}, [(x, y)], cfg)
     assert asked == ["vit_ti"] and list(warm) == ["vit_ti", "other"]
     assert "trained here instead" in capsys.readouterr().out
-    ref = alt.hessian_spectra({"vit_ti": _FakeTrained(here_model, {"warmup": here_warm})}, [(x, y)], cfg)
+    ref = alt.hessian_spectra({"vit_ti": FakeTrained(here_model, {"warmup": here_warm})}, [(x, y)], cfg)
     np.testing.assert_allclose(warm["vit_ti"].eigenvalues, ref["vit_ti"].eigenvalues)
     asked.clear()
     alt.hessian_spectra({"vit_ti": official}, [(x, y)], cfg, tag="final")
@@ -232,7 +223,7 @@ class _Constant(nn.Module):
 def test_robustness_of_constant_models_is_their_class_share():
     cfg = get_preset("smoke")
     _, y = alt.corruption_images(cfg, get_preset("smoke")["analysis_corruptions"]["n_images"])
-    res = alt.corruption_robustness_by_model({"zero": _Constant(0), "three": _FakeTrained(_Constant(3), {})}, cfg)
+    res = alt.corruption_robustness_by_model({"zero": _Constant(0), "three": FakeTrained(_Constant(3), {})}, cfg)
     for name, c in (("zero", 0), ("three", 3)):
         share = float((y == c).float().mean())
         assert res[name].clean_accuracy == pytest.approx(share)

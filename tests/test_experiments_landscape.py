@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import FakeTrained
 from torch import nn
 
 from hdvit_lib.analysis.fit import FitResult, spearman, train_nll
@@ -278,20 +279,6 @@ def test_runs_and_sweeps() -> None:
     assert L.sweep(cfg, "windows") == get_preset("smoke")["analysis_sweeps"]["windows"] and L.sweep(cfg, "windows", (7,)) == [7]
     with pytest.raises(ValueError, match="patch_sizes"):
         L.sweep(cfg, "patch")
-
-
-class FakeTrained:
-    """The part of zoo.Trained the module uses: model, snapshots(), snapshot(tag)."""
-
-    def __init__(self, model: nn.Module, snaps: dict[int, dict]) -> None:
-        self.model, self._snaps = model, snaps
-
-    def snapshots(self) -> list[int]:
-        return sorted(self._snaps)
-
-    def snapshot(self, tag):
-        tags = {"init": 0, "warmup": 1, "final": max(self._snaps)}
-        return self._snaps[tags.get(tag, tag)]
 
 
 def test_model_at_and_trajectories_use_the_snapshots() -> None:
