@@ -72,7 +72,7 @@ def run_notebooks(
             continue
         print(f"[book] executing {nb.name} (preset={preset}) ...", flush=True)
         try:
-            secs = execute(nb, out, preset=preset)
+            secs = execute(nb, out, preset=preset, timeout=600 if preset == "smoke" else None)  # cpu cells train for minutes
         except Exception as err:  # noqa: BLE001 (a dead kernel is not a PapermillExecutionError)
             failed.append(nb.name)
             print(f"[book] FAILED {nb.name}: {str(err).strip()[-2000:]}", flush=True)
