@@ -405,3 +405,47 @@ def test_classifier_runs_and_the_live_control_switch_global_pool() -> None:
     assert ctl.kind == "dropdown" and ctl.calls == 0
     fig = ctl.result("avg")  # precomputed: no training, no Hessian
     assert ctl.calls == 0 and "at warmup" in fig.layout.title.text
+
+
+class FakeOfficial(FakeTrained):
+    """An entry of the authors' checkpoints: final weights only (``Trained.official``)."""
+
+    official = True
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model, {})
+        self.config = {"model": "lin"}
+
+    def snapshot(self, tag):
+        if tag != "final":
+            raise ValueError("the authors' checkpoint holds only the final weights")
+        return self.model.state_dict()
+
+
+def test_snapshot_analyses_train_the_official_models_here(monkeypatch, capsys) -> None:
+    """Found by the paper-size chapter test: chapter 01 with weights="official" (the gpu/paper
+    default) crashed at the spectra over training (the checkpoints have no init/warm-up snapshot).
+    The spectra and the trajectories now use the same model trained here, and say so."""
+    from hdvit_lib.experiments import common
+
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    snaps = {e: {k: v + e for k, v in model.state_dict().items()} for e in (0, 1, 2)}
+    here = FakeTrained(nn.Linear(3, 2), snaps)
+    asked = []
+
+    def fake_train_runs(runs, cfg, seed=0, progress=False):
+        asked.append((dict(runs), cfg["weights"]))
+        return {label: here for label in runs}
+
+    monkeypatch.setattr(common, "train_runs", fake_train_runs)
+    monkeypatch.setattr(L, "spectra", lambda models, batches, cfg, seed=0: {k: m.weight.detach().sum().item() for k, m in models.items()})
+    cfg = {"weights": "official"}
+    per_tag = L.spectra_over_training({"vit": FakeOfficial(model)}, [], cfg)
+    assert asked == [({"vit": common.run_spec("lin")}, "trained")]
+    assert per_tag["init"]["vit"] == pytest.approx(float((model.weight + 0).sum().detach()))
+    assert per_tag["final"]["vit"] == pytest.approx(float((model.weight + 2).sum().detach()))
+    assert "trained here instead" in capsys.readouterr().out
+    assert set(L.trajectories({"vit": FakeOfficial(model)}, cfg)) == {"vit"}
+    with pytest.raises(ValueError, match="no snapshots.*trajectories\\(trained, cfg\\)"):
+        L.trajectories({"vit": FakeOfficial(model)})
