@@ -432,6 +432,7 @@ def test_snapshot_analyses_train_the_official_models_here(monkeypatch, capsys) -
     model = nn.Linear(3, 2)
     snaps = {e: {k: v + e for k, v in model.state_dict().items()} for e in (0, 1, 2)}
     here = FakeTrained(nn.Linear(3, 2), snaps)
+    here.config = {"model": "lin", "data_fraction": 1.0}
     asked = []
 
     def fake_train_runs(runs, cfg, seed=0, progress=False):
@@ -447,5 +448,9 @@ def test_snapshot_analyses_train_the_official_models_here(monkeypatch, capsys) -
     assert per_tag["final"]["vit"] == pytest.approx(float((model.weight + 2).sum().detach()))
     assert "trained here instead" in capsys.readouterr().out
     assert set(L.trajectories({"vit": FakeOfficial(model)}, cfg)) == {"vit"}
+    monkeypatch.setattr(L, "hessian_batches", lambda cfg, seed, data_fraction=1.0: [])
+    monkeypatch.setattr(L, "hessian_spectrum", lambda m, b, cfg, seed, name="": m.weight.detach().sum().item())
+    own = L.own_data_spectra({"vit": FakeOfficial(model)}, cfg, tag="warmup")  # chapters 04 and 06
+    assert own["vit"] == pytest.approx(float((model.weight + 1).sum().detach()))
     with pytest.raises(ValueError, match="no snapshots.*trajectories\\(trained, cfg\\)"):
         L.trajectories({"vit": FakeOfficial(model)})

@@ -204,7 +204,11 @@ def sweep_spectra(trained: Mapping[str, Any], labels: Mapping[Any, str], batches
 def own_data_spectra(trained: Mapping[str, Any], cfg: dict[str, Any], tag: int | str = "warmup",
                      seed: int = 0) -> dict[str, HessianSpectrum]:
     """Fig. 4: the spectrum of every run at snapshot ``tag`` (default: end of warm-up), each on fixed
-    augmented mini-batches of its *own* training set (its data fraction: the loss it was trained on)."""
+    augmented mini-batches of its *own* training set (its data fraction: the loss it was trained on).
+    The authors' checkpoints (final weights only) are replaced by the same models trained here for
+    any other ``tag`` (:func:`~hdvit_lib.experiments.common.with_snapshots`)."""
+    if str(tag) != "final":
+        trained = with_snapshots(trained, cfg, seed)
     out = {}
     for label, t in trained.items():
         batches = hessian_batches(cfg, seed, data_fraction=float(t.config.get("data_fraction", 1.0)))
