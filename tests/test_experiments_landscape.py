@@ -424,3 +424,52 @@ def test_a_chapter_config_with_overrides_trains_what_it_says(monkeypatch) -> Non
     common.train_runs({"v": common.run_spec("vit_ti")}, get_preset("smoke"))
     assert seen[1]["dataset"] is None and seen[1]["train_overrides"] is None
     assert common.training_overrides(get_preset("cpu", weights="trained", download=True)) == (None, {})
+
+
+class FakeOfficial(FakeTrained):
+    """An entry of the authors' checkpoints: final weights only (``Trained.official``)."""
+
+    official = True
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model, {})
+        self.config = {"model": "lin"}
+
+    def snapshot(self, tag):
+        if tag != "final":
+            raise ValueError("the authors' checkpoint holds only the final weights")
+        return self.model.state_dict()
+
+
+def test_snapshot_analyses_train_the_official_models_here(monkeypatch, capsys) -> None:
+    """Found by the paper-size chapter test: chapter 01 with weights="official" (the gpu/paper
+    default) crashed at the spectra over training (the checkpoints have no init/warm-up snapshot).
+    The spectra and the trajectories now use the same model trained here, and say so."""
+    from hdvit_lib.experiments import common
+
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    snaps = {e: {k: v + e for k, v in model.state_dict().items()} for e in (0, 1, 2)}
+    here = FakeTrained(nn.Linear(3, 2), snaps)
+    here.config = {"model": "lin", "data_fraction": 1.0}
+    asked = []
+
+    def fake_train_runs(runs, cfg, seed=0, progress=False):
+        asked.append((dict(runs), cfg["weights"]))
+        return {label: here for label in runs}
+
+    monkeypatch.setattr(common, "train_runs", fake_train_runs)
+    monkeypatch.setattr(L, "spectra", lambda models, batches, cfg, seed=0: {k: m.weight.detach().sum().item() for k, m in models.items()})
+    cfg = {"weights": "official"}
+    per_tag = L.spectra_over_training({"vit": FakeOfficial(model)}, [], cfg)
+    assert asked == [({"vit": common.run_spec("lin")}, "trained")]
+    assert per_tag["init"]["vit"] == pytest.approx(float((model.weight + 0).sum().detach()))
+    assert per_tag["final"]["vit"] == pytest.approx(float((model.weight + 2).sum().detach()))
+    assert "trained here instead" in capsys.readouterr().out
+    assert set(L.trajectories({"vit": FakeOfficial(model)}, cfg)) == {"vit"}
+    monkeypatch.setattr(L, "hessian_batches", lambda cfg, seed, data_fraction=1.0: [])
+    monkeypatch.setattr(L, "hessian_spectrum", lambda m, b, cfg, seed, name="": m.weight.detach().sum().item())
+    own = L.own_data_spectra({"vit": FakeOfficial(model)}, cfg, tag="warmup")  # chapters 04 and 06
+    assert own["vit"] == pytest.approx(float((model.weight + 1).sum().detach()))
+    with pytest.raises(ValueError, match="no snapshots.*trajectories\\(trained, cfg\\)"):
+        L.trajectories({"vit": FakeOfficial(model)})

@@ -67,3 +67,55 @@ def test_book_renderer_inlines_no_cdn(monkeypatch: pytest.MonkeyPatch) -> None:
     # plotly's own notebook renderer adds a CDN MathJax script: the reason for ours
     ref = pio.renderers["notebook"].to_mimebundle(go.Figure().to_dict())["text/html"]
     assert "cdn" in ref.lower()
+
+
+def test_setup_says_which_run_made_the_figures(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """One line at the top of every chapter: preset, data, epochs, device, date, library commit."""
+    import datetime
+
+    monkeypatch.delenv(notebook.OVERRIDES_ENV, raising=False)
+    cfg = notebook.setup("smoke", seed=None)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("This run:"))
+    assert "preset smoke" in line and "synthetic (4000 training / 500 test images)" in line
+    assert "tiny models, 3 epochs" in line and f"device {cfg['device']}" in line
+    commit = notebook.library_commit()
+    assert line.endswith(commit) and (commit.startswith("commit ") or commit == "hdvit_lib 0.1.0")
+    when = datetime.datetime(2026, 1, 2, 3, 4, tzinfo=datetime.UTC)
+    paper = {**notebook.get_preset("paper"), "device": "cuda"}
+    assert notebook.run_line(paper, when).startswith(
+        "This run: preset paper, cifar100, paper-size models, 300 epochs, device cuda, 2026-01-02 03:04 UTC, ")
+
+
+def test_preset_overrides_reach_the_cache_key(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """$HDVIT_PRESET_OVERRIDES changes the preset for the process: setup prints it, and the zoo (which
+    reads the preset by name) trains with it, in an entry of its own."""
+    import copy
+
+    from hdvit_lib import presets
+    from hdvit_lib.train.cache import run_config
+
+    monkeypatch.setattr(presets, "PRESETS", copy.deepcopy(presets.PRESETS))
+    before = run_config("vit_ti", "gpu")
+    monkeypatch.setenv(notebook.OVERRIDES_ENV, '{"epochs": 2, "n_train": 64, "batch_size": 8}')
+    cfg = notebook.setup("gpu", seed=None)
+    out = capsys.readouterr().out
+    assert (cfg["epochs"], cfg["n_train"], cfg["batch_size"], cfg["tiny"]) == (2, 64, 8, False)
+    assert 'preset overrides from $HDVIT_PRESET_OVERRIDES: {"batch_size": 8, "epochs": 2, "n_train": 64}' in out
+    assert "This run: preset gpu, cifar100 (64 training / all test images), paper-size models, 2 epochs" in out
+    after = run_config("vit_ti", "gpu")
+    assert after["train"]["epochs"] == 2 and after["train"]["n_train"] == 64 and after != before
+    assert presets.get_preset("paper")["epochs"] == 300  # only the chosen preset
+
+
+@pytest.mark.parametrize("text, said", [("{epochs: 1}", "not valid JSON"), ("[1]", "JSON object"),
+                                        ('{"epoch": 1}', "'epoch' is not a preset setting; valid:")])
+def test_bad_overrides_say_why(text: str, said: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import copy
+
+    from hdvit_lib import presets
+
+    monkeypatch.setattr(presets, "PRESETS", copy.deepcopy(presets.PRESETS))
+    monkeypatch.setenv(notebook.OVERRIDES_ENV, text)
+    with pytest.raises((ValueError, TypeError), match=said):
+        notebook.setup("smoke", seed=None, verbose=False)
+    assert notebook.preset_overrides("") == {}

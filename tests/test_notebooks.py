@@ -15,7 +15,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from nbexec import chapter_notebooks, execute, lint_notebook, teaching_problems
+from nbexec import (
+    chapter_notebooks,
+    execute,
+    install_cell,
+    lint_notebook,
+    sync_install_cells,
+    teaching_problems,
+)
 
 FIXTURE = ROOT / "tests" / "fixtures" / "notebooks" / "00_fixture.ipynb"
 TEMPLATE = ROOT / "tools" / "chapter_template.ipynb"
@@ -112,3 +119,23 @@ def test_teaching_rules_catch_a_chapter_that_only_calls(tmp_path: Path) -> None:
     for needle in ("equation", "protocol page"):
         assert needle in problems
     assert any("scroll on the site" in p for p in lint_notebook(bad))
+
+
+def test_install_cell_comes_from_the_book_config(tmp_path: Path) -> None:
+    """One place says where Colab installs the library from: _config.yml's repository.url. Every
+    chapter's first cell is the cell made from it (test_house_rules, byte for byte); a changed URL
+    is one edit plus `python tools/nbexec.py --sync-install-cells`."""
+    import yaml
+
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    assert f'"git+{url}"' in install_cell()
+    template = nbformat.read(TEMPLATE, as_version=4)
+    assert next(c for c in template.cells if c.cell_type == "code").source == install_cell()
+    config = tmp_path / "_config.yml"
+    config.write_text("repository:\n  url: https://example.org/fork/hdvit\n")
+    nb = tmp_path / "ch.ipynb"
+    nb.write_bytes(FIXTURE.read_bytes())
+    assert sync_install_cells([nb], config) == [nb] and sync_install_cells([nb], config) == []
+    first = next(c for c in nbformat.read(nb, as_version=4).cells if c.cell_type == "code")
+    assert first.source == install_cell(config) and '"git+https://example.org/fork/hdvit"' in first.source
+    assert any("install cell differs" in p for p in lint_notebook(nb))  # not the book's URL

@@ -19,6 +19,46 @@ NOTEBOOKS = ROOT / "notebooks"
 KERNEL = "hdvit"  # registered by `make venv` (ipykernel install --sys-prefix --name hdvit)
 
 _DEF = re.compile(r"^\s*(async\s+def|def|class)\s+\w+", re.MULTILINE)
+#: The book's config: ``repository.url`` is where the library is installed from on Colab.
+CONFIG = ROOT / "_config.yml"
+#: The first code cell of every chapter (and of tools/chapter_template.ipynb); ``{source}`` is
+#: ``git+<repository.url>``. Colab cannot read _config.yml before the library is installed, so the
+#: cell holds the URL literally and ``lint_notebook`` checks that it is this text, byte for byte.
+INSTALL_CELL = """\
+# Colab only: install hdvit_lib (locally, `make venv` has installed it already).
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet",
+                           "{source}"])"""
+
+
+def install_source(config: Path = CONFIG) -> str:
+    """What pip installs on Colab: ``git+`` the book's ``repository.url`` (``_config.yml``)."""
+    import yaml
+
+    return "git+" + yaml.safe_load(config.read_text())["repository"]["url"]
+
+
+def install_cell(config: Path = CONFIG) -> str:
+    """The Colab install cell, made from the one place that says where the library comes from."""
+    return INSTALL_CELL.format(source=install_source(config))
+
+
+def sync_install_cells(paths: list[Path], config: Path = CONFIG) -> list[Path]:
+    """Rewrite the first code cell of each notebook in ``paths`` to :func:`install_cell` (after a
+    change of ``repository.url``); returns the notebooks changed."""
+    cell, changed = install_cell(config), []
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        first = next(c for c in nb.cells if c.cell_type == "code")
+        if first.source != cell:
+            first.source = cell
+            nbformat.write(nb, path)
+            changed.append(path)
+    return changed
+
 
 
 def chapter_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
@@ -60,6 +100,9 @@ def lint_notebook(path: Path) -> list[str]:
             problems.append(f"cell {i} defines a function or class (move it to hdvit_lib)")
     if code and not ("google.colab" in code[0].source and "pip" in code[0].source):
         problems.append("the first code cell is not the Colab install cell (see tools/chapter_template.ipynb)")
+    elif code and code[0].source != install_cell():
+        problems.append(f"the Colab install cell differs from the one _config.yml's repository.url makes "
+                        f"({install_source()}): run `python tools/nbexec.py --sync-install-cells`")
     for i, c in enumerate(nb.cells):
         long = [n for n, line in enumerate(c.source.splitlines(), 1) if c.cell_type == "code" and len(line) > MAX_LINE]
         if long:
@@ -90,8 +133,10 @@ def execute(
     preset: str = "smoke",
     timeout: int | None = 600,
     cwd: Path | None = None,
+    parameters: dict | None = None,
 ) -> float:
-    """Execute ``path`` with papermill into ``out`` (``preset`` injected); returns seconds taken.
+    """Execute ``path`` with papermill into ``out`` (``preset`` and ``parameters`` injected); returns
+    seconds taken.
 
     Raises ``papermill.PapermillExecutionError`` naming the failing cell.
     """
@@ -104,7 +149,7 @@ def execute(
     pm.execute_notebook(
         str(path),
         str(out),
-        parameters={"preset": preset},
+        parameters={"preset": preset, **(parameters or {})},
         kernel_name=kernel_name(),
         cwd=str(cwd or path.parent),
         execution_timeout=timeout,
@@ -112,3 +157,14 @@ def execute(
         log_output=False,
     )
     return time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--sync-install-cells"]:
+        sys.exit("usage: python tools/nbexec.py --sync-install-cells")
+    targets = [*chapter_notebooks(), ROOT / "tools" / "chapter_template.ipynb",
+               ROOT / "tests" / "fixtures" / "notebooks" / "00_fixture.ipynb"]
+    for p in sync_install_cells(targets):
+        print(f"rewrote the install cell of {p.relative_to(ROOT)}")

@@ -42,7 +42,13 @@ from hdvit_lib.claims import Claim, less_part, verdict
 from hdvit_lib.data.batches import Batches, hessian_batches, training_batches
 
 # Chapters call ``ex.train_runs`` / ``ex.train_models`` (re-exported: the chapter group's training step).
-from hdvit_lib.experiments.common import model_at, run_spec, train_models, train_runs  # noqa: F401
+from hdvit_lib.experiments.common import (  # noqa: F401
+    model_at,
+    run_spec,
+    train_models,
+    train_runs,
+    with_snapshots,
+)
 from hdvit_lib.plots.hessian import plot_spectrum
 
 #: Fig. 1 and Fig. 4 compare these two.
@@ -161,7 +167,11 @@ def spectra(models: Mapping[str, nn.Module], batches: Batches | Mapping[str, Bat
 def spectra_over_training(trained: Mapping[str, Any], batches: Batches | Mapping[str, Batches],
                           cfg: dict[str, Any], tags: Sequence[int | str] = SNAPSHOT_TAGS,
                           seed: int = 0) -> dict[str, dict[str, HessianSpectrum]]:
-    """Fig. 1b: ``{tag: {label: spectrum}}`` of every run's snapshot at each of ``tags``."""
+    """Fig. 1b: ``{tag: {label: spectrum}}`` of every run's snapshot at each of ``tags``. The authors'
+    checkpoints (final weights only) are replaced by the same models trained here when a tag other
+    than ``"final"`` is asked (:func:`~hdvit_lib.experiments.common.with_snapshots`, which says so)."""
+    if any(str(tag) != "final" for tag in tags):
+        trained = with_snapshots(trained, cfg, seed)
     out: dict[str, dict[str, HessianSpectrum]] = {}
     for tag in tags:
         models = {label: model_at(t, tag) for label, t in trained.items()}
@@ -179,7 +189,11 @@ def sweep_spectra(trained: Mapping[str, Any], labels: Mapping[Any, str], batches
 def own_data_spectra(trained: Mapping[str, Any], cfg: dict[str, Any], tag: int | str = "warmup",
                      seed: int = 0) -> dict[str, HessianSpectrum]:
     """Fig. 4: the spectrum of every run at snapshot ``tag`` (default: end of warm-up), each on fixed
-    augmented mini-batches of its *own* training set (its data fraction: the loss it was trained on)."""
+    augmented mini-batches of its *own* training set (its data fraction: the loss it was trained on).
+    The authors' checkpoints (final weights only) are replaced by the same models trained here for
+    any other ``tag`` (:func:`~hdvit_lib.experiments.common.with_snapshots`)."""
+    if str(tag) != "final":
+        trained = with_snapshots(trained, cfg, seed)
     out = {}
     for label, t in trained.items():
         batches = hessian_batches(cfg, seed, data_fraction=float(t.config.get("data_fraction", 1.0)))
@@ -204,9 +218,17 @@ def landscapes(models: Mapping[str, nn.Module], batches: Batches, cfg: dict[str,
 # --------------------------------------------------------------------------- trajectories
 
 
-def trajectories(trained: Mapping[str, Any]) -> dict[str, Trajectory]:
+def trajectories(trained: Mapping[str, Any], cfg: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Trajectory]:
     """The optimisation path of every run in polar coordinates, from its snapshots (first arXiv
-    version of Fig. 1, absent from later versions; shown as a caveated extra)."""
+    version of Fig. 1, absent from later versions; shown as a caveated extra). The authors'
+    checkpoints have no snapshots: with the preset ``cfg`` they are replaced by the same models
+    trained here (:func:`~hdvit_lib.experiments.common.with_snapshots`); without it they raise."""
+    official = [label for label, t in trained.items() if getattr(t, "official", False)]
+    if official and cfg is None:
+        raise ValueError(f"{', '.join(official)}: the authors' checkpoints hold no snapshots, so they have no "
+                         "trajectory; pass the preset (trajectories(trained, cfg)) to train them here")
+    if official:
+        trained = with_snapshots(trained, cfg, seed)
     out = {}
     for label, t in trained.items():
         epochs = t.snapshots()
