@@ -175,6 +175,9 @@ FAMILIES = ("resnet50", "vit_ti", "pit_ti", "swin_ti", "alternet50")
 #:   (``None``: the whole split).
 #: - ``analysis_data_fractions`` / ``analysis_local_fractions``: chapter 13's training-set fractions
 #:   (Q2: AlterNet on small data; Q3: local vs global MSA).
+#: - ``analysis_scale``: chapter 14's budget per snapshot (test ``images``, ``hessian_batches``, a
+#:   ``landscape_points``^2 grid on ``landscape_images``) and its scale runs: model ``sizes`` (model
+#:   settings per label) and ``data_fractions``. ``smoke`` measures 8 snapshots + 4 extra runs in ~2 min.
 _SWEEPS = {
     "smoke": {"data_fractions": [0.5, 1.0], "fraction_models": ["vit_ti"], "patch_sizes": [4, 8], "windows": [3, 5]},
     "cpu": {"data_fractions": [0.1, 0.3, 1.0], "fraction_models": ["resnet50", "vit_ti"],
@@ -186,6 +189,11 @@ _SWEEPS = {
 }
 _MODELS = {"fourier": ["resnet50", "vit_ti"], "high_frequency": list(FAMILIES), "variance": list(FAMILIES),
            "similarity": ["resnet50", "swin_ti", "vit_ti"]}
+#: Chapter 14's model sizes: the preset's own size ("small") and one twice as wide.
+_SIZES = {"resnet50": {"small": {}, "wide": {"widths": (8, 16, 32, 64)}},
+          "vit_ti": {"small": {}, "wide": {"embed_dim": 128, "num_heads": 4}}}
+_SIZES_PAPER = {"resnet50": {"ResNet-50": {}, "wide": {"widths": (128, 256, 512, 1024)}},
+                "vit_ti": {"ViT-Ti": {}, "ViT-S": {"embed_dim": 384, "num_heads": 6}}}
 ANALYSIS: dict[str, dict[str, Any]] = {
     "smoke": {
         "hessian_steps": 8,
@@ -197,6 +205,8 @@ ANALYSIS: dict[str, dict[str, Any]] = {
                                  "n_images": 128},
         "analysis_data_fractions": [0.25, 1.0],
         "analysis_local_fractions": [0.25, 1.0],
+        "analysis_scale": {"images": 32, "hessian_batches": 1, "landscape_points": 3, "landscape_images": 32,
+                           "sizes": _SIZES, "data_fractions": [0.5, 1.0]},
     },
     "cpu": {
         "hessian_steps": 30,
@@ -207,6 +217,8 @@ ANALYSIS: dict[str, dict[str, Any]] = {
         "analysis_corruptions": {"names": None, "severities": None, "n_images": 1000},
         "analysis_data_fractions": [0.1, 0.3, 1.0],
         "analysis_local_fractions": [0.1, 1.0],
+        "analysis_scale": {"images": 256, "hessian_batches": 4, "landscape_points": 5, "landscape_images": 256,
+                           "sizes": _SIZES, "data_fractions": [0.3, 1.0]},
     },
     "gpu": {
         "hessian_steps": 100,
@@ -217,6 +229,8 @@ ANALYSIS: dict[str, dict[str, Any]] = {
         "analysis_corruptions": {"names": None, "severities": None, "n_images": 2000},
         "analysis_data_fractions": [0.1, 1.0],
         "analysis_local_fractions": [0.1, 1.0],
+        "analysis_scale": {"images": 500, "hessian_batches": 10, "landscape_points": 7, "landscape_images": 1000,
+                           "sizes": _SIZES_PAPER, "data_fractions": [0.1, 1.0]},
     },
     "paper": {
         "hessian_steps": 100,
@@ -227,6 +241,8 @@ ANALYSIS: dict[str, dict[str, Any]] = {
         "analysis_corruptions": {"names": None, "severities": None, "n_images": None},
         "analysis_data_fractions": [0.1, 0.3, 1.0],
         "analysis_local_fractions": [0.1, 1.0],
+        "analysis_scale": {"images": 1000, "hessian_batches": 20, "landscape_points": 11, "landscape_images": 2000,
+                           "sizes": _SIZES_PAPER, "data_fractions": [0.1, 0.3, 1.0]},
     },
 }
 for _name, _extra in ANALYSIS.items():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN_FIGURES = set(range(1, 13))  # the paper (arXiv v4) has Figs. 1-12 in its main text
-NO_FIGURE = {"13_critical_analysis"}  # the book's own discussion chapter
+NO_FIGURE = {"13_critical_analysis", "14_claims_over_training_and_scale"}  # the book's own chapters
 
 
 def figure_map() -> list[tuple[str, str]]:
