@@ -302,3 +302,12 @@ def test_lanczos_never_copies_its_basis(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(torch, "stack", stack)
     assert max(biggest) < 2 * n
     np.testing.assert_allclose(vals, top_eigenvalues(model, batch, k=2, method="lanczos", tol=1e-9, max_iter=30))
+
+
+def test_stack_bound_keeps_the_lanczos_bases_in_memory() -> None:
+    from hdvit_lib.analysis.hessian import stack_bound
+
+    model = nn.Linear(1000, 1000)  # 1,001,000 float32 parameters: 4,004,000 bytes per basis vector
+    assert stack_bound(model, 100, budget_bytes=4_004_000 * 100 * 3) == 3
+    assert stack_bound(model, 100, budget_bytes=10) == 1  # always at least one
+    assert stack_bound(tiny_mlp(), 30) > 1000  # tiny models: everything stacks
