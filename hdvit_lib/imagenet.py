@@ -62,6 +62,18 @@ class ArchiveChecksumError(RuntimeError):
     """A downloaded archive whose checksum differs from the pinned or recorded one."""
 
 
+def _unavailable() -> tuple[type[BaseException], ...]:
+    from hdvit_lib.errors import UnreadableCheckpoint
+    from hdvit_lib.pretrained import ChecksumError
+
+    return (OSError, tarfile.TarError, ArchiveChecksumError, ChecksumError, UnreadableCheckpoint)
+
+
+#: What a missing network or a bad file raises on the way to the ImageNet models and images
+#: (``DownloadError`` is an ``OSError``); chapters fall back to their CIFAR-style models on these.
+UNAVAILABLE = _unavailable()
+
+
 # --------------------------------------------------------------------------------------------
 # Models
 # --------------------------------------------------------------------------------------------

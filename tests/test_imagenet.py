@@ -164,3 +164,69 @@ def test_imagenette_failed_download(tmp_path):
     with pytest.raises(DownloadError) as e:
         imagenet.download_imagenette(tmp_path / "data", url=url)
     assert url in str(e.value) and str(tmp_path / "data" / "imagenette2-320.tgz") in str(e.value)
+
+
+# --------------------------------------------------------------------------- chapter glue
+
+
+@pytest.fixture()
+def cifar(tmp_path, monkeypatch):
+    """Untrained tiny CIFAR-style models, 32x32 batches, a gpu-preset config on the CPU, no network."""
+    from hdvit_lib.analysis.features import clear_cache
+    from hdvit_lib.models import get_model
+    from hdvit_lib.presets import get_preset
+
+    monkeypatch.setenv("HDVIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HDVIT_DATA", str(tmp_path / "data"))
+    clear_cache()
+    torch.manual_seed(0)
+    trained = {n: get_model(n, tiny=True).eval() for n in ("resnet50", "vit_ti", "swin_ti")}
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(4, 3, 32, 32, generator=g), torch.randint(0, 10, (4,), generator=g))]
+    cfg = {**get_preset("gpu"), "device": "cpu", "analysis_images": 2}
+    return trained, batches, cfg
+
+
+def test_glue_falls_back_to_cifar_offline(cifar, monkeypatch, capsys):
+    from hdvit_lib.experiments import representation as rep
+
+    trained, batches, cfg = cifar
+
+    def offline(name):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(imagenet, "_download_timm", offline)
+    feats = rep.fourier_features(trained, batches, cfg)
+    said = capsys.readouterr().out
+    assert list(feats) == list(trained)  # the CIFAR-style models, on the CIFAR batches
+    assert feats["resnet50"].outputs[0].shape[-1] == 32
+    assert "not the paper's ImageNet-1K models" in said and "DownloadError" in said
+    assert "https://huggingface.co/timm/resnet50" in said
+
+    monkeypatch.setattr(imagenet, "imagenet_model", lambda n: pytest.fail("smoke must not download"))
+    feats = rep.fourier_features(trained, batches, {**cfg, "name": "smoke"})
+    assert list(feats) == list(trained) and "smoke preset runs offline" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="auto, imagenet, cifar"):
+        rep.fourier_features(trained, batches, cfg, source="imagenet1k")
+
+
+def test_glue_uses_imagenet_models_where_available(cifar, monkeypatch, capsys):
+    """With the downloads faked: ResNet-50 and ViT-Ti become the ImageNet ones on 224x224 images,
+    Swin stays the CIFAR-style model on the CIFAR batches; ``source="imagenet"`` forces it."""
+    from hdvit_lib.experiments import representation as rep
+
+    trained, batches, cfg = cifar
+    monkeypatch.setattr(imagenet, "imagenet_model", lambda n: imagenet.build_model(n).eval())
+    g = torch.Generator().manual_seed(3)
+    images = [(torch.randn(2, 3, 224, 224, generator=g), torch.tensor([0, 701]))]
+    monkeypatch.setattr(imagenet, "imagenette_batches", lambda n, seed=0: images)
+    for c, source in ((cfg, "auto"), ({**cfg, "name": "smoke"}, "imagenet")):
+        feats = rep.fourier_features(trained, batches, c, source=source)
+        assert list(feats) == ["resnet50_in1k", "vit_ti_in1k", "swin_ti"]
+        assert feats["resnet50_in1k"].outputs[0].shape[-2:] == (56, 56)  # stem + max-pool of 224
+        assert feats["vit_ti_in1k"].outputs[1].shape[-2:] == (14, 14)  # 224 / 16
+        assert feats["swin_ti"].outputs[0].shape[0] == 4  # the CIFAR batch
+        said = capsys.readouterr().out
+        assert "resnet50_in1k, vit_ti_in1k: timm's ImageNet-1K weights" in said and "swin_ti: the CIFAR" in said
+    feats = rep.fourier_features(trained, batches, cfg, source="cifar")
+    assert list(feats) == list(trained)
