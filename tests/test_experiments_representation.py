@@ -153,6 +153,10 @@ def test_claim_fourier_and_high_frequency():
     assert c.measured["vit: mean change per block of Δlog amplitude at π"] == pytest.approx(-0.2)
     assert c.measured["resnet: mean change per block of Δlog amplitude at π"] == pytest.approx(0.5)
     assert c.measured["resnet: Δacc high bands"] == pytest.approx(-0.25)
+    in1k = {f"{n}_in1k": r for n, r in four.items()}  # (a) on ImageNet models, (b) on CIFAR ones
+    c = rep.claim_fourier(in1k, rob)
+    assert c.holds is True and c.measured["resnet: Δacc high bands"] == pytest.approx(-0.25)
+    assert "vit_in1k's blocks" in c.verdict and "changed vit's accuracy" in c.verdict
     rob_flip = {"resnet": rob["vit"], "vit": rob["resnet"]}
     c = rep.claim_fourier(four, rob_flip)
     assert c.holds is False and "in part" in c.verdict

@@ -3,6 +3,9 @@
 - ``notebooks/02_fourier``: Fig. 2a (relative log amplitude per block) and Fig. 2b (robustness
   to frequency-band noise) for a ResNet and a ViT.
 - ``notebooks/08_high_frequency``: Fig. 8 (high-frequency amplitude against depth).
+  Figs. 2a and 8 analyse timm's ImageNet-1K ResNet-50 and ViT-Ti on Imagenette images with the
+  ``gpu``/``paper`` presets (``fourier_features``; ``hdvit_lib.imagenet``), as the paper does; the
+  CIFAR-style models are the offline fallback. Fig. 2b stays on the CIFAR-style models.
 - ``notebooks/09_feature_map_variance``: Fig. 9 and App. D (feature map variance against depth).
 - ``notebooks/10_similarity_and_lesion``: Fig. 10 (CKA heat maps and the lesion study).
 
@@ -47,6 +50,10 @@ Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
 #: The paper's models for these figures (Figs. 2, 8, 9: ResNet and ViT; App. D adds PiT, Swin, AlterNet).
 MODELS = FAMILIES
+#: Presets whose chapters 02 and 08 analyse timm's ImageNet-1K models (they download once).
+IMAGENET_PRESETS = ("gpu", "paper")
+#: Where Figs. 2a and 8 take their models from (``fourier_features``).
+SOURCES = ("auto", "imagenet", "cifar")
 
 
 # --------------------------------------------------------------------------- models and data
@@ -112,6 +119,43 @@ def features_by_model(
     }
 
 
+def fourier_features(
+    trained: Mapping[str, Any], batches: Batches, cfg: dict[str, Any], source: str = "auto", seed: int = 0
+) -> dict[str, Features]:
+    """Figs. 2a and 8's feature maps, printing which models and images they come from.
+
+    ``source="imagenet"`` (``"auto"``: with the ``gpu``/``paper`` presets) analyses timm's ImageNet-1K
+    ResNet-50 and ViT-Ti (``resnet50_in1k``, ``vit_ti_in1k``; ``imagenet.imagenet_model``) on
+    ``cfg["analysis_images"]`` Imagenette validation images, as the paper does; they replace the
+    chapter's CIFAR-style models of the same families, and the other families stay as trained here
+    (on ``batches``). ``"cifar"`` (``"auto"``: ``smoke``/``cpu``, which run offline) or a failed
+    download: the CIFAR-style ``trained`` models on ``batches``, with the reason printed."""
+    from hdvit_lib import imagenet
+
+    if source not in SOURCES:
+        raise ValueError(f"source={source!r} is unknown; choose one of {', '.join(SOURCES)}")
+    cifar = (f"the CIFAR-style models trained here ({', '.join(trained)}) on {sum(len(y) for _, y in batches)} "
+             f"test images of the preset's data set ({cfg['dataset']})")
+    if source == "cifar" or (source == "auto" and cfg["name"] not in IMAGENET_PRESETS):
+        why = "source='cifar'" if source == "cifar" else f"the {cfg['name']} preset runs offline"
+        print(f"Analysed: {cifar} ({why}; the paper's ImageNet-1K models need source='imagenet' "
+              "or the gpu/paper presets).")
+        return features_by_model(trained, batches, cfg)
+    try:
+        models = {name + imagenet.SUFFIX: imagenet.imagenet_model(name) for name in imagenet.TIMM_NAMES}
+        images = imagenet.imagenette_batches(int(cfg["analysis_images"]), seed=seed)
+    except imagenet.UNAVAILABLE as e:
+        print(f"Analysed: {cifar}, not the paper's ImageNet-1K models: they are unavailable here "
+              f"({type(e).__name__}: {e})")
+        return features_by_model(trained, batches, cfg)
+    rest = {n: m for n, m in trained.items() if n.removesuffix("_tiny") not in imagenet.TIMM_NAMES}
+    n = sum(len(y) for _, y in images)
+    print(f"Analysed: {', '.join(models)}: timm's ImageNet-1K weights ({', '.join(imagenet.TIMM_NAMES.values())}), "
+          f"as in the paper, on {n} Imagenette validation images (224x224, ImageNet mean/std)"
+          + (f"; {', '.join(rest)}: the CIFAR-style models trained here, on the preset's test images." if rest else "."))
+    return {**features_by_model(models, images, cfg), **features_by_model(rest, batches, cfg)}
+
+
 def model_picker(
     analyse: Callable[[Mapping[str, Features]], Mapping[str, Any]],
     plot: Callable[[Mapping[str, Any]], Any],
@@ -131,7 +175,8 @@ def model_picker(
         return analyse(features)[name]
 
     first = next(iter(precomputed), REGISTRY_NAMES[0])
-    return live_control(list(REGISTRY_NAMES), compute, render=lambda r: plot({r.model: r}),
+    names = list(dict.fromkeys([*REGISTRY_NAMES, *precomputed]))  # e.g. the ImageNet models
+    return live_control(names, compute, render=lambda r: plot({r.model: r}),
                         description="model", precomputed=precomputed, value=first, kind="dropdown")
 
 
@@ -308,24 +353,27 @@ def claim_fourier(
         nb[name] = int((~np.isnan(d)).sum())
         hf[name] = float(np.nanmean(d)) if nb[name] else float("nan")
         measured[f"{name}: mean change per block of Δlog amplitude at π"] = hf[name]
+    # (b) may come from other models of the same families (Fig. 2b stays on the CIFAR-style
+    # models when (a) analyses timm's ImageNet ones, ``resnet50_in1k`` -> ``resnet50``).
+    cnn_b, vit_b = (n if n in robustness else n.removesuffix("_in1k") for n in (cnn, vit))
     rb: dict[str, tuple[float, float]] = {}
-    for name in (cnn, vit):
+    for name in (cnn_b, vit_b):
         if name in robustness:
             rb[name] = band_means(robustness[name])
             measured[f"{name}: Δacc low bands"] = rb[name][0]
             measured[f"{name}: Δacc high bands"] = rb[name][1]
     a = hf[vit] < hf[cnn] if not (math.isnan(hf[vit]) or math.isnan(hf[cnn])) else None
     b = None
-    if cnn in rb and vit in rb and not (math.isnan(rb[cnn][1]) or math.isnan(rb[vit][1])):
-        b = None if rb[vit][1] == rb[cnn][1] else rb[vit][1] > rb[cnn][1]
+    if cnn_b in rb and vit_b in rb and not (math.isnan(rb[cnn_b][1]) or math.isnan(rb[vit_b][1])):
+        b = None if rb[vit_b][1] == rb[cnn_b][1] else rb[vit_b][1] > rb[cnn_b][1]
     words_a = (f"{vit}'s blocks changed the high-frequency amplitude by {hf[vit]:+.3f} on average ({_blocks(nb[vit])}), "
                f"{cnn}'s by {hf[cnn]:+.3f} ({_blocks(nb[cnn])}; blocks that resize the map are left out) -- "
                f"{'lower' if a else 'not lower'} for {vit}") if a is not None else "(a) undecided"
     if b is None:
         words_b = "(b) undecided: the noise changed both models' accuracy equally"
     else:
-        words_b = (f"high-frequency noise changed {vit}'s accuracy by {100 * rb[vit][1]:+.1f} and {cnn}'s by "
-                   f"{100 * rb[cnn][1]:+.1f} percentage points ({vit} {'more' if b else 'less'} robust)")
+        words_b = (f"high-frequency noise changed {vit_b}'s accuracy by {100 * rb[vit_b][1]:+.1f} and {cnn_b}'s by "
+                   f"{100 * rb[cnn_b][1]:+.1f} percentage points ({vit_b} {'more' if b else 'less'} robust)")
     holds, head = verdict([a, b])
     return Claim(paper, measured, holds, f"{head}: {words_a}; {words_b}.", preset)
 
