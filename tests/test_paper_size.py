@@ -21,11 +21,9 @@ presets' models, data pipeline and code paths, and only the sizes shrunk:
 - the model cache (``$HDVIT_CACHE``) starts empty and is shared by the chapters of one preset, as
   for a reader who reads them in order.
 
-Per-chapter tables that no preset key reaches are shrunk through the chapters' own parameters
-(``PARAMS``): smaller sweeps of patch sizes, windows and data fractions. The Lanczos steps per
-mini-batch (``experiments.landscape.HESSIAN_STEPS``, 100 in ``gpu``/``paper``) are neither a
-preset key nor a chapter parameter: the kernel's startup file sets them to ``LANCZOS_STEPS`` (at
-100 steps a random paper-size ResNet-50 did not converge, and each step costs seconds here).
+Sweeps are shrunk through the chapters' own parameters (``PARAMS``): smaller sweeps of patch
+sizes, windows and data fractions; the Lanczos steps per mini-batch through the preset key
+``hessian_steps`` (4 instead of 100: each step of a paper-size ResNet-50 costs seconds here).
 
 Cost (measured with ``nice 19`` beside a long job on 2 cores; see the report in the commit): ``gpu``
 runs every chapter; ``paper`` shares ``gpu``'s models, data, augmentation and analysis code and
@@ -54,12 +52,15 @@ pytestmark = pytest.mark.paper_size
 #: Tiny sizes, every other key the preset's own.
 OVERRIDES = {"n_train": 16, "n_test": 10, "epochs": 2, "warmup_epochs": 1, "batch_size": 8, "snapshot_every": 1,
              "hessian_batches": 1, "hessian_batch_size": 4, "hessian_k": 1, "landscape_points": 3,
-             "landscape_images": 8, "analysis_images": 8}
+             "landscape_images": 8, "analysis_images": 8, "hessian_steps": 4,
+             "analysis_buildup": {"train_overrides": {}, "max_evals": 2},
+             "analysis_corruptions": {"names": ["gaussian_noise", "contrast"], "severities": [3], "n_images": 10},
+             "analysis_scale": {"images": 8, "hessian_batches": 1, "landscape_points": 3, "landscape_images": 8,
+                                "sizes": {"resnet50": {"ResNet-50": {}}, "vit_ti": {"ViT-Ti": {}}},
+                                "data_fractions": [1.0]}}
 #: Images in the fake CIFAR-100 files: 10 classes of the 100 present (a class-balanced subsample
 #: keeps at least one image per present class, so fewer classes make the small-data runs small).
 N_TRAIN, N_TEST, CLASSES = 20, 10, 10
-#: Lanczos steps per Hessian mini-batch in the kernel (module docstring).
-LANCZOS_STEPS = 4
 #: Chapter parameters that shrink sweeps no preset key reaches (the chapters' own parameters cells).
 PARAMS: dict[str, dict[str, dict]] = {
     "gpu": {
@@ -84,10 +85,6 @@ _tv.CIFAR100.train_list = [["train", {train!r}]]
 _tv.CIFAR100.test_list = [["test", {test!r}]]
 _tv.CIFAR100.meta = {{**_tv.CIFAR100.meta, "md5": {meta!r}}}
 del _tv
-# Lanczos steps per mini-batch are a per-chapter table, not a preset key (the module docstring).
-import hdvit_lib.experiments.landscape as _ex
-_ex.HESSIAN_STEPS.update(gpu={steps}, paper={steps})
-del _ex
 """
 
 
@@ -149,7 +146,7 @@ def reader_machine(tmp_path_factory) -> Path:
     write_releases(root / "releases")
     startup = root / "ipython" / "profile_default" / "startup"
     startup.mkdir(parents=True)
-    (startup / "00-hdvit-fake-cifar.py").write_text(textwrap.dedent(STARTUP.format(**md5, steps=LANCZOS_STEPS)))
+    (startup / "00-hdvit-fake-cifar.py").write_text(textwrap.dedent(STARTUP.format(**md5)))
     return root
 
 

@@ -26,6 +26,10 @@ CONFIG = ROOT / "_config.yml"
 #: cell holds the URL literally and ``lint_notebook`` checks that it is this text, byte for byte.
 INSTALL_CELL = """\
 # Colab only: install hdvit_lib (locally, `make venv` has installed it already).
+# To keep trained models across sessions, put the model cache on Google Drive first:
+#   from google.colab import drive; drive.mount("/content/drive")
+#   import os; os.environ["HDVIT_CACHE"] = "/content/drive/MyDrive/hdvit-cache"
+# A disconnected session then resumes training from its last finished epoch.
 import subprocess
 import sys
 
