@@ -55,7 +55,8 @@ def run_config(
     data_root: str | Path | None = None,
 ) -> dict[str, Any]:
     """The full configuration of a cached run (what :func:`cache_key` hashes)."""
-    cfg = get_preset(preset, **(train_overrides or {}))
+    # where weights come from is not part of a run (NOT_WEIGHTS): a tiny paper-recipe run is valid here
+    cfg = get_preset(preset, **{**(train_overrides or {}), "weights": "trained"})
     if dataset is not None:
         cfg["dataset"] = dataset
     model_cfg = dict(model_cfg or {})
@@ -195,7 +196,7 @@ def load_or_train(
     """
     config = run_config(model_name, preset, dataset, data_fraction, seed, model_cfg, train_overrides, data_root)
     if download is None:
-        download = bool(get_preset(preset, **(train_overrides or {})).get("download", False))
+        download = bool(get_preset(preset, **{**(train_overrides or {}), "weights": "trained"}).get("download", False))
     key = cache_key(config)
     entry = entry_dir(config, cache_dir)
     device = resolve_device(device)
