@@ -41,8 +41,10 @@ def _panels(curves: ClaimCurves, title: str, categorical: bool) -> tuple[go.Figu
                            "y1": ref, "line": {"color": "grey", "dash": "dash", "width": 1}})
         fig.update_yaxes(title_text=METRICS[k][1], title_font={"size": 9}, row=r, col=c)
         fig.update_xaxes(title_text=curves.axis, row=r, col=c)
-    fig.update_layout(title=title, height=260 * rows, shapes=shapes, legend={"orientation": "h", "y": -0.05},
-                      margin={"t": 80})
+    # the legend sits above the panels: below them it covered the snapshot slider's rail
+    fig.update_layout(title=title, height=260 * rows, shapes=shapes,
+                      legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1.0, "xanchor": "right"},
+                      margin={"t": 110})
     return fig, shapes
 
 
