@@ -62,7 +62,7 @@ def plot_over_training(curves: ClaimCurves, title: str = "Claim metrics along tr
                          for m in curves.models if e in list(curves.x[m]))
         steps.append({"label": label, "method": "relayout",
                       "args": [{"shapes": shapes + marks, "title.text": f"{title}: epoch {label} ({vals})"}]})
-    fig.update_layout(sliders=[{"active": len(steps) - 1, "steps": steps, "currentvalue": {"prefix": "snapshot: "},
+    fig.update_layout(sliders=[{"active": 0, "steps": steps, "currentvalue": {"prefix": "snapshot: "},
                                 "pad": {"t": 40}}])
     return fig
 
