@@ -107,7 +107,11 @@ def test_curves_round_trip_and_plot() -> None:
     np.testing.assert_array_equal(back.values["NEP"]["vit"], c.values["NEP"]["vit"])
     np.testing.assert_array_equal(back.x["cnn"], c.x["cnn"])
     fig = plot_over_training(c)
-    assert len(fig.data) == 2 * len(S.METRICS) and len(fig.layout.sliders[0].steps) == 2
+    # two model curves and one snapshot marker per panel; each step moves the markers (data, not only shapes)
+    assert len(fig.data) == 3 * len(S.METRICS) and len(fig.layout.sliders[0].steps) == 2
+    step = fig.layout.sliders[0].steps[1]
+    assert step.method == "update" and step.args[0]["x"] == [[1.0]] * len(S.METRICS)
+    assert list(step.args[2]) == list(range(2 * len(S.METRICS), 3 * len(S.METRICS)))
     refs = [s.y0 for s in fig.layout.shapes]
     assert refs == [0.5, 0.5, 0.0, 0.0, 0.0]  # the paper's thresholds, where it gives one
     assert list(plot_over_scale(c).data[0].x) == ["0", "1"]

@@ -54,14 +54,24 @@ def plot_over_training(curves: ClaimCurves, title: str = "Claim metrics along tr
     slider that marks one snapshot in every panel (its values in the hover text and the title)."""
     fig, shapes = _panels(curves, title, categorical=False)
     m0 = curves.models[0]
+    xs = list(curves.x[m0])
+    names = list(METRICS)
+    first = len(fig.data)
+    for i, k in enumerate(names):  # one open marker per panel: the chosen snapshot of the first model
+        fig.add_trace(go.Scatter(x=[xs[0]], y=[curves.values[k][m0][0]], mode="markers", showlegend=False,
+                                 marker={"symbol": "circle-open", "size": 13, "color": "black"}, hoverinfo="skip"),
+                      row=i // _COLS + 1, col=i % _COLS + 1)
+    marked = list(range(first, first + len(names)))
     steps = []
     for e, label in zip(curves.x[m0], curves.x_labels[m0]):
         marks = [{"type": "line", "xref": _ref(i)[0], "yref": f"{_ref(i)[1]} domain", "x0": float(e), "x1": float(e),
                   "y0": 0, "y1": 1, "line": {"color": "black", "width": 1}} for i in range(len(METRICS))]
         vals = "; ".join(f"{m} NEP {curves.values['NEP'][m][list(curves.x[m]).index(e)]:.2f}"
                          for m in curves.models if e in list(curves.x[m]))
-        steps.append({"label": label, "method": "relayout",
-                      "args": [{"shapes": shapes + marks, "title.text": f"{title}: epoch {label} ({vals})"}]})
+        j = xs.index(e)
+        steps.append({"label": label, "method": "update",
+                      "args": [{"x": [[e]] * len(names), "y": [[curves.values[k][m0][j]] for k in names]},
+                               {"shapes": shapes + marks, "title.text": f"{title}: epoch {label} ({vals})"}, marked]})
     fig.update_layout(sliders=[{"active": 0, "steps": steps, "currentvalue": {"prefix": "snapshot: "},
                                 "pad": {"t": 40}}])
     return fig
