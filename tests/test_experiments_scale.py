@@ -122,3 +122,40 @@ def test_scale_runs_cover_both_axes() -> None:
     assert list(runs["model size"]) == ["resnet50 | small", "resnet50 | wide", "vit_ti | small", "vit_ti | wide"]
     assert runs["model size"]["vit_ti | wide"]["model_cfg"] == {"embed_dim": 128, "num_heads": 4}
     assert [r["data_fraction"] for r in runs["data fraction"].values()] == [0.5, 1.0, 0.5, 1.0]
+
+
+def test_runs_without_snapshots_are_refused_and_scale_points_are_trained_here(monkeypatch) -> None:
+    """The authors' checkpoints hold final weights only: a curve along training cannot be drawn from
+    them (a clear error, not an index error), and a scale axis trains every point with the preset's
+    schedule (the default-size point is never the 300-epoch release)."""
+    import pytest
+
+    model, snaps, data, cfg = _toy()
+    with pytest.raises(ValueError, match='vit: no snapshots.*weights="trained"'):
+        S.over_training({"vit": ToyTrained(model, {}, [])}, cfg, data)
+    seen = {}
+
+    def fake_train_runs(runs, c, seed, progress):
+        seen["weights"] = c["weights"]
+        return {label: ToyTrained(model, snaps, [0.5]) for label in runs}
+
+    monkeypatch.setattr(S, "train_runs", fake_train_runs)
+    monkeypatch.setattr(S, "claim_metrics", lambda m, d, c, s: {k: 0.0 for k in S.METRICS})
+    curves = S.over_scale({"vit_ti | small": {}, "vit_ti | wide": {}}, "model size",
+                          {**cfg, "weights": "official"}, data)
+    assert seen["weights"] == "trained" and curves.x_labels["vit_ti"] == ["small", "wide"]
+
+
+def test_claim_metrics_are_measured_once_per_weights_data_and_settings(monkeypatch) -> None:
+    model, snaps, data, cfg = _toy()
+    calls = []
+    monkeypatch.setattr(S, "_measure", lambda m, d, c, s: calls.append(1) or {k: float(len(calls)) for k in S.METRICS})
+    monkeypatch.setattr(S, "_MEASURED", {})
+    first = S.claim_metrics(model, data, cfg)
+    assert S.claim_metrics(model, data, cfg) == first and len(calls) == 1  # same weights: measured once
+    model.load_state_dict(snaps[2])
+    assert S.claim_metrics(model, data, cfg)["NEP"] == 2.0  # other weights
+    assert S.claim_metrics(model, data, cfg, seed=1)["NEP"] == 3.0  # another seed
+    assert S.claim_metrics(model, data, {**cfg, "analysis_noise_eps": 9.0})["NEP"] == 4.0  # other settings
+    other = {**data, "images": [(x + 1, y) for x, y in data["images"]]}
+    assert S.claim_metrics(model, other, cfg)["NEP"] == 5.0  # other images

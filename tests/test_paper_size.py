@@ -18,6 +18,10 @@ presets' models, data pipeline and code paths, and only the sizes shrunk:
   ``$HDVIT_CACHE/checkpoints``, where a reader without network puts them; their names' hex suffix is
   not their SHA-256 prefix, so the loader warns (as it would for a reader if the guess is wrong) and
   records the SHA-256 on first use;
+- timm's ImageNet-1K ResNet-50 and ViT-Ti (chapters 02 and 08 analyse them in ``gpu``/``paper``, as
+  the paper does) are random weights of timm's own architectures, placed where a reader without
+  network puts them (``$HDVIT_CACHE/imagenet``), beside an extracted Imagenette of 20 JPEGs;
+  ``HF_HUB_OFFLINE`` keeps timm from waiting on retries (~46 s per chapter otherwise);
 - the model cache (``$HDVIT_CACHE``) starts empty and is shared by the chapters of one preset, as
   for a reader who reads them in order.
 
@@ -76,6 +80,13 @@ PARAMS: dict[str, dict[str, dict]] = {
 #: ``paper`` runs these (module docstring); ``gpu`` runs every chapter.
 PAPER_CHAPTERS = ("02_fourier.ipynb", "12_buildup_and_robustness.ipynb")
 
+#: Imagenette's ten ImageNet-1K synsets (its folder names).
+IMAGENETTE_SYNSETS = ("n01440764", "n02102040", "n02979186", "n03000684", "n03028079", "n03394916",
+                      "n03417042", "n03425413", "n03445777", "n03888257")
+#: Chapter 14 measures every claim at every snapshot (a paper-size ResNet-50: ~20 s each here):
+#: one epoch (init and end of warm-up) keeps it to four measurements.
+CHAPTER_OVERRIDES = {"14_claims_over_training_and_scale.ipynb": {"epochs": 1}}
+
 RELEASE = {"resnet50": "resnet_50_cifar100_691cc9a9e4.pth.tar", "vit_ti": "vit_ti_cifar100_9857b21357.pth.tar",
            "pit_ti": "pit_ti_cifar100_0645889efb.pth.tar", "swin_ti": "swin_ti_cifar100_ec2894492b.pth.tar"}
 
@@ -103,6 +114,30 @@ def release_layout(name: str, sd: dict) -> dict:
     if name == "vit_ti":
         return {re.sub(r"^transformer\.", "blocks.", k): v for k, v in sd.items()}
     return dict(sd)
+
+
+def write_imagenet(weights: Path, data: Path) -> None:
+    """timm's two ImageNet-1K models' files as a reader without network places them by hand
+    (``$HDVIT_CACHE/imagenet/<name>.safetensors``: timm's own architecture, random weights) and an
+    extracted Imagenette (``$HDVIT_DATA/imagenette2-320/val/<synset>/*.JPEG``, 2 images per class)."""
+    import timm
+    import torch
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from hdvit_lib import imagenet
+
+    weights.mkdir(parents=True, exist_ok=True)
+    for i, (name, timm_name) in enumerate(imagenet.TIMM_NAMES.items()):
+        torch.manual_seed(i)
+        sd = timm.create_model(timm_name, pretrained=False).state_dict()
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(weights / f"{name}.safetensors"))
+    rng = np.random.default_rng(0)
+    for wnid in IMAGENETTE_SYNSETS:
+        folder = data / imagenet.IMAGENETTE_DIR / "val" / wnid
+        folder.mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 256, size=(40, 60, 3), dtype=np.uint8)).save(folder / f"{i}.JPEG")
 
 
 def write_releases(folder: Path) -> None:
@@ -145,6 +180,7 @@ def reader_machine(tmp_path_factory) -> Path:
              for n in (N_TRAIN, N_TEST)}
     md5 = write_cifar100(root / "data", split[N_TRAIN], split[N_TEST])
     write_releases(root / "releases")
+    write_imagenet(root / "imagenet", root / "data")
     startup = root / "ipython" / "profile_default" / "startup"
     startup.mkdir(parents=True)
     (startup / "00-hdvit-fake-cifar.py").write_text(textwrap.dedent(STARTUP.format(**md5)))
@@ -174,8 +210,11 @@ def test_chapter_at_paper_size(preset: str, path: Path, reader_machine: Path, pr
     if preset not in preset_cache:
         cache = reader_machine / f"cache-{preset}"
         shutil.copytree(reader_machine / "releases", cache / "checkpoints")
+        shutil.copytree(reader_machine / "imagenet", cache / "imagenet")
         preset_cache[preset] = cache
-    monkeypatch.setenv("HDVIT_PRESET_OVERRIDES", json.dumps(OVERRIDES))
+    overrides = {**OVERRIDES, **CHAPTER_OVERRIDES.get(path.name, {})}
+    monkeypatch.setenv("HDVIT_PRESET_OVERRIDES", json.dumps(overrides))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network here: timm must not wait on retries
     monkeypatch.setenv("HDVIT_DATA", str(reader_machine / "data"))
     monkeypatch.setenv("HDVIT_CACHE", str(preset_cache[preset]))
     monkeypatch.setenv("IPYTHONDIR", str(reader_machine / "ipython"))
@@ -183,5 +222,9 @@ def test_chapter_at_paper_size(preset: str, path: Path, reader_machine: Path, pr
     seconds = execute(path, out, preset=preset, timeout=900, parameters=PARAMS[preset].get(path.name, {}))
     text = out.read_text()
     assert f"preset '{preset}'" in text and "HDVIT_PRESET_OVERRIDES" in text
-    assert f"This run: preset {preset}, cifar100 (16 training / 10 test images), paper-size models, 2 epochs" in text
+    epochs = overrides["epochs"]
+    assert (f"This run: preset {preset}, cifar100 (16 training / 10 test images), paper-size models, {epochs} epoch"
+            in text)
+    if path.name in ("02_fourier.ipynb", "08_high_frequency.ipynb"):  # timm's ImageNet models, as the paper
+        assert "resnet50_in1k" in text and "vit_ti_in1k" in text and "DownloadError" not in text
     print(f"{preset} {path.name}: {seconds:.0f} s")

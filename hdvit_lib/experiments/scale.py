@@ -14,12 +14,15 @@ CKA and the lesion study (Fig. 10) are left out: see ``SKIPPED``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from hdvit_lib.analysis.features import extract_features
@@ -100,8 +103,30 @@ def _mean_change(delta: np.ndarray, kinds: Sequence[str], want: Sequence[str]) -
     return float(d.mean()) if d.size else float("nan")
 
 
+#: ``claim_metrics`` already measured in this process, by :func:`_fingerprint`: a scale axis's
+#: default point (the preset's model on all of the data) is the training curve's final weights.
+_MEASURED: dict[str, dict[str, float]] = {}
+
+
+def _fingerprint(model: nn.Module, data: Mapping[str, Batches], cfg: Mapping[str, Any], seed: int) -> str:
+    """SHA-256 of the weights, the images and labels, the settings and the seed."""
+    h = hashlib.sha256(f"{type(model).__name__} {seed} {json.dumps(cfg, sort_keys=True, default=str)}".encode())
+    tensors = [*model.state_dict().values(), *(t for k in sorted(data) for pair in data[k] for t in pair)]
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def claim_metrics(model: nn.Module, data: Mapping[str, Batches], cfg: dict[str, Any], seed: int = 0) -> dict[str, float]:
-    """Every metric of ``METRICS`` for one model (one snapshot), each from the library's analysis."""
+    """Every metric of ``METRICS`` for one model (one snapshot), each from the library's analysis;
+    measured once per weights, data, settings and seed in a process (``_MEASURED``)."""
+    key = _fingerprint(model, data, cfg, seed)
+    if key not in _MEASURED:
+        _MEASURED[key] = _measure(model, data, cfg, seed)
+    return dict(_MEASURED[key])
+
+
+def _measure(model: nn.Module, data: Mapping[str, Batches], cfg: dict[str, Any], seed: int) -> dict[str, float]:
     b = budget(cfg)
     f = extract_features(model, data["images"], device=cfg.get("device"), use_cache=False)
     var, fou = feature_map_variance(f), fourier_analysis(f)
@@ -159,6 +184,10 @@ def over_training(trained: Mapping[str, Any], cfg: dict[str, Any], data: Mapping
     """``claim_metrics`` of every run in ``trained`` (``{label: Trained}``) at each of its snapshots."""
     points = {}
     for name, t in trained.items():
+        if not t.snapshots():
+            raise ValueError(f"{name}: no snapshots along training (the authors' checkpoints hold final "
+                             "weights only); train it here: setup(..., weights=\"trained\") or "
+                             "hdvit_lib.experiments.common.with_snapshots")
         points[name] = [(float(e), _epoch_label(e, cfg), model_at(t, e), _test_acc(t, e)) for e in t.snapshots()]
     n = sum(len(x) for x, _ in data["images"])
     return _curves("epoch", points, lambda m: claim_metrics(m, data, cfg, seed), n)
@@ -182,8 +211,10 @@ def scale_runs(cfg: Mapping[str, Any], models: Sequence[str] = MODELS) -> dict[s
 def over_scale(runs: Mapping[str, Mapping[str, Any]], axis: str, cfg: dict[str, Any], data: Mapping[str, Batches],
                seed: int = 0, progress: bool = False) -> ClaimCurves:
     """``claim_metrics`` of the final weights of each run of ``runs`` (labels ``"model | point"``,
-    as ``scale_runs`` makes them), trained or loaded through the zoo cache."""
-    trained = train_runs(runs, cfg, seed, progress)
+    as ``scale_runs`` makes them), trained or loaded through the zoo cache. Every point is trained
+    here with the preset's schedule (never the authors' checkpoint), so that the axis varies one
+    thing."""
+    trained = train_runs(runs, {**cfg, "weights": "trained"}, seed, progress)
     points: dict[str, list] = {}
     for label, t in trained.items():
         model, point = label.split(" | ")
