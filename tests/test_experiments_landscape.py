@@ -19,6 +19,7 @@ from hdvit_lib.experiments import landscape as L
 from hdvit_lib.plots.hessian import plot_spectra_over_training
 from hdvit_lib.plots.landscape import plot_error_vs_nll, plot_trajectories
 from hdvit_lib.presets import get_preset
+from hdvit_lib.train.cache import training_overrides
 from hdvit_lib.widgets import live_control
 
 torch.set_num_threads(1)
@@ -423,7 +424,7 @@ def test_a_chapter_config_with_overrides_trains_what_it_says(monkeypatch) -> Non
     assert seen[0]["dataset"] == "fractal" and seen[0]["train_overrides"] == {"epochs": 5}
     common.train_runs({"v": common.run_spec("vit_ti")}, get_preset("smoke"))
     assert seen[1]["dataset"] is None and seen[1]["train_overrides"] is None
-    assert common.training_overrides(get_preset("cpu", weights="trained", download=True)) == (None, {})
+    assert training_overrides(get_preset("cpu", weights="trained", download=True)) == (None, {})
 
 
 class FakeOfficial(FakeTrained):

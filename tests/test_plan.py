@@ -93,3 +93,18 @@ def test_train_runs_prints_the_plan_only_when_something_is_trained(monkeypatch, 
     with pytest.raises(pytest.skip.Exception):
         train_runs({"m": run_spec("m")}, get_preset("smoke") | {"device": "cpu"})
     assert "Plan (smoke preset on cpu): 1 of 1 run(s) to train" in capsys.readouterr().out
+
+
+def test_plan_sees_a_chapters_training_overrides(tmp_path, monkeypatch):
+    """``get_preset("smoke", epochs=5)`` trains (and caches) 5 epochs: the plan counts 5 epochs and
+    finds that run in the cache, not the preset's default run."""
+    monkeypatch.setattr(cache, "_get_model", _tiny)
+    cfg = get_preset("smoke", epochs=5) | {"device": "cpu"}
+    p = zoo.plan({"a": run_spec("stand_in")}, cfg, cache_dir=tmp_path, measure=lambda *a: 0.1)
+    base = zoo.plan({"a": run_spec("stand_in")}, get_preset("smoke") | {"device": "cpu"}, cache_dir=tmp_path,
+                    measure=lambda *a: 0.1)
+    assert p.runs[0].steps * get_preset("smoke")["epochs"] == base.runs[0].steps * 5
+    done = cache.entry_dir(cache.run_config("stand_in", "smoke", None, 1.0, 0, None, {"epochs": 5}), tmp_path)
+    done.mkdir(parents=True)
+    (done / "done.json").write_text(json.dumps({}))
+    assert zoo.plan({"a": run_spec("stand_in")}, cfg, cache_dir=tmp_path, measure=lambda *a: 0.1).runs[0].status == "cached"

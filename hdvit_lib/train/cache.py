@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from torch import nn
 
 from hdvit_lib import distributed as dist_
 from hdvit_lib.modes import resolve_device
-from hdvit_lib.presets import get_preset
+from hdvit_lib.presets import PRESETS, get_preset
 from hdvit_lib.train.checkpoint import atomic_save, atomic_write_bytes, load_or_explain
 from hdvit_lib.train.history import History
 from hdvit_lib.train.loop import train
@@ -42,6 +43,20 @@ NOT_WEIGHTS = ("download", "weights")
 def default_cache_dir() -> Path:
     """``$HDVIT_CACHE`` if set, else ``~/.cache/hdvit``."""
     return Path(os.environ.get("HDVIT_CACHE") or Path.home() / ".cache" / "hdvit")
+
+
+def training_overrides(cfg: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """What a chapter's ``cfg`` changes in its preset's training: ``(dataset or None, {key: value})``
+    for every training setting that differs from ``presets.PRESETS[cfg["name"]]``, so that
+    ``get_preset("smoke", epochs=5)`` (or ``dataset="fractal"``) trains and caches what it says
+    rather than the preset's defaults. Analysis keys, ``download``, ``weights`` and ``device`` are
+    not training settings."""
+    base = PRESETS[cfg["name"]]
+    changed = {k: v for k, v in cfg.items()
+               if k in base and k not in NOT_WEIGHTS and k != "dataset" and not k.startswith(ANALYSIS_PREFIXES)
+               and v != base[k]}
+    dataset = cfg.get("dataset") if cfg.get("dataset", base["dataset"]) != base["dataset"] else None
+    return dataset, changed
 
 
 def run_config(

@@ -229,6 +229,8 @@ def train(
             scaler.load_state_dict(state["scaler"])
         history, start = History.from_dict(state["history"]), int(state["epoch"])
         set_rng_state(state["rng"], train_loader)
+        if main and start < epochs:
+            print(f"resuming after epoch {start} of {epochs} from {last}")
     else:
         run.save_snapshot(0, raw)
     snaps = set(snapshot_epochs(cfg))

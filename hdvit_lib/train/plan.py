@@ -169,7 +169,9 @@ def plan(runs: Mapping[str, Mapping[str, Any]], cfg: Mapping[str, Any], seed: in
         if cfg.get("weights") == "official" and official_mismatch(r["model"], fraction, model_cfg or None) is None:
             out.append(PlannedRun(label, r["model"], "official", note="the authors' checkpoint (nothing to train)"))
             continue
-        config = cache.run_config(r["model"], cfg["name"], None, fraction, seed, model_cfg or None)
+        dataset, overrides = cache.training_overrides(cfg)  # what train_runs trains and caches
+        config = cache.run_config(r["model"], cfg["name"], dataset, fraction, seed, model_cfg or None,
+                                  overrides or None)
         if (cache.entry_dir(config, cache_dir) / "done.json").exists():
             out.append(PlannedRun(label, r["model"], "cached", note="in the cache"))
             continue
