@@ -40,3 +40,17 @@ def test_render_takes_every_claim_of_each_chapter_in_order(tmp_path: Path) -> No
     assert page.index(early._repr_markdown_()) < page.index(final._repr_markdown_()) and "a table" not in page
     assert "1.5 min" in page and "a test machine" in page and "2026-01-01" in page
     assert "| 1 | an early claim | undecided |" in page and "| 1 | the paper says A | yes |" in page
+
+
+def test_a_chapters_claims_table_is_copied(tmp_path: Path) -> None:
+    """Chapter 14 prints one table of claims (no single verdict): it is copied whole."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_markdown_cell("# 14. Over training\n\ntext"))
+    table = "| claim | holds from (epoch) |\n|---|---|\n| ViT is flatter (Fig. 1) | 5 |"
+    cell = nbformat.v4.new_code_cell("table")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": table})]
+    nb.cells.append(cell)
+    (tmp_path / "14_x.ipynb").write_text(json.dumps(nb))
+    page = recorded_runs.render(tmp_path, "cpu", "m", "2026-01-01")
+    assert "## 14. Over training" in page and table in page
+    assert "| 14 | every claim along training and scale | the table in its section |" in page

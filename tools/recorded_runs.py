@@ -86,6 +86,18 @@ def read_times(path: Path | None) -> dict[str, str]:
     return out
 
 
+def claim_tables(nb: dict) -> list[str]:
+    """Markdown tables of claims a chapter printed (chapter 14's "claim | holds from ..." table)."""
+    found = []
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            md = out.get("data", {}).get("text/markdown")
+            text = "".join(md) if isinstance(md, list) else (md or "")
+            if text.startswith("| claim |"):
+                found.append(text.strip())
+    return found
+
+
 def render(folder: Path, preset: str, machine: str, date: str, times: Path | None = None) -> str:
     parts = [HEADER.format(preset=preset, what=WHAT.get(preset, preset), date=date, machine=machine)]
     took = read_times(times)
@@ -93,12 +105,14 @@ def render(folder: Path, preset: str, machine: str, date: str, times: Path | Non
     sections = []
     for path in sorted(folder.glob("*.ipynb")):
         nb = json.loads(path.read_text())
-        claims = claim_markdowns(nb)
-        if not claims:
+        claims, tables = claim_markdowns(nb), claim_tables(nb)
+        if not claims and not tables:
             continue
         name = title(nb, path.stem)
         summary += [f"| {name.split('.')[0]} | {_short(md)} | {holds} |" for md, holds in claims]
-        claim = "\n\n".join(md for md, _ in claims)
+        summary += [f"| {name.split('.')[0]} | every claim along training and scale | the table in its section |"
+                    for _ in tables]
+        claim = "\n\n".join([*(md for md, _ in claims), *tables])
         head = f"## {name}"
         when = (f"\n\n*Wall time of this chapter's run: {took[path.stem]} (models and features already in the "
                 "cache were loaded, the rest computed).*") if path.stem in took else ""
