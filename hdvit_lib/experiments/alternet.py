@@ -279,16 +279,13 @@ def hessian_spectra(trained: Mapping[str, Any], batches: Batches, cfg: Mapping[s
                     tag: int | str = "warmup") -> dict[str, HessianSpectrum]:
     """Fig. 12c: the spectrum of every zoo model (``Trained``) at snapshot ``tag`` (default the end
     of warm-up, as chapter 04 measures Fig. 4), with chapter 04's protocol
-    (``hdvit_lib.experiments.landscape.hessian_spectrum``: top-``hessian_k`` eigenvalues per
+    (``hdvit_lib.analysis.spectra.hessian_spectrum``: top-``hessian_k`` eigenvalues per
     mini-batch by Lanczos, BatchNorm in eval mode, the landscape's loss NLL + ``weight_decay * sum_k ||w_k||``).
     The authors' checkpoints have no warm-up snapshot: for a ``tag`` other than ``final`` those
-    models are trained here (``common.with_snapshots``)."""
-    from hdvit_lib.experiments.common import with_snapshots
-    from hdvit_lib.experiments.landscape import hessian_spectrum, model_at
+    models are trained here (``landscape.spectra_over_training``)."""
+    from hdvit_lib.experiments.landscape import spectra_over_training
 
-    if tag != "final":
-        trained = with_snapshots(trained, dict(cfg), seed)
-    return {name: hessian_spectrum(model_at(t, tag), batches, dict(cfg), seed, name=name) for name, t in trained.items()}
+    return spectra_over_training(trained, batches, dict(cfg), (tag,), seed)[str(tag)]
 
 
 def claim_hessian(spectra: Mapping[str, HessianSpectrum], alternet: str = "alternet50", cnn: str = "resnet50",

@@ -7,11 +7,8 @@ entry and print the same line.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-from torch import nn
 
 
 def run_spec(model: str, data_fraction: float = 1.0, **model_cfg: Any) -> dict[str, Any]:
@@ -32,6 +29,7 @@ def train_runs(runs: Mapping[str, Mapping[str, Any]], cfg: dict[str, Any], seed:
     will be trained and its time on this device, measured from a few steps) is printed.
     """
     from hdvit_lib.pretrained import load_official, official_mismatch
+    from hdvit_lib.train.cache import training_overrides
     from hdvit_lib.zoo import load_or_train, plan
 
     todo = plan(runs, cfg, seed)
@@ -56,23 +54,6 @@ def train_runs(runs: Mapping[str, Mapping[str, Any]], cfg: dict[str, Any], seed:
     return out
 
 
-def training_overrides(cfg: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
-    """What a chapter's ``cfg`` changes in its preset's training: ``(dataset or None, {key: value})``
-    for every training setting that differs from ``presets.PRESETS[cfg["name"]]``, so that
-    ``get_preset("smoke", epochs=5)`` (or ``dataset="fractal"``) trains and caches what it says
-    rather than the preset's defaults. Analysis keys, ``download``, ``weights`` and ``device`` are
-    not training settings."""
-    from hdvit_lib.presets import PRESETS
-    from hdvit_lib.train.cache import ANALYSIS_PREFIXES, NOT_WEIGHTS
-
-    base = PRESETS[cfg["name"]]
-    changed = {k: v for k, v in cfg.items()
-               if k in base and k not in NOT_WEIGHTS and k != "dataset" and not k.startswith(ANALYSIS_PREFIXES)
-               and v != base[k]}
-    dataset = cfg.get("dataset") if cfg.get("dataset", base["dataset"]) != base["dataset"] else None
-    return dataset, changed
-
-
 def train_models(names: Sequence[str], cfg: dict[str, Any], seed: int = 0, progress: bool = False) -> dict[str, Any]:
     """``train_runs`` of ``names`` on the full training set with their default settings."""
     if isinstance(names, str):
@@ -92,11 +73,3 @@ def with_snapshots(trained: Mapping[str, Any], cfg: dict[str, Any], seed: int = 
           "checkpoints hold only final weights: trained here instead")
     runs = {k: run_spec(t.config["model"]) for k, t in official.items()}
     return {**trained, **train_runs(runs, {**cfg, "weights": "trained"}, seed, progress)}
-
-
-def model_at(trained: Any, tag: int | str) -> nn.Module:
-    """A copy of ``trained.model`` (eval mode) with the weights of snapshot ``tag``
-    (``"init"``, ``"warmup"``, ``"final"`` or an epoch)."""
-    m = copy.deepcopy(trained.model)
-    m.load_state_dict(trained.snapshot(tag))
-    return m.eval()

@@ -30,7 +30,7 @@ import plotly.graph_objects as go
 from torch import nn
 
 from hdvit_lib.analysis.fit import FitResult, patch_size_of, spearman, train_nll
-from hdvit_lib.analysis.hessian import HessianSpectrum, spectrum, spectrum_summary
+from hdvit_lib.analysis.hessian import HessianSpectrum, spectrum_summary
 from hdvit_lib.analysis.landscape import (
     Landscape,
     Trajectory,
@@ -38,18 +38,19 @@ from hdvit_lib.analysis.landscape import (
     loss_landscape,
     trajectory,
 )
+from hdvit_lib.analysis.spectra import hessian_spectrum, spectra
 from hdvit_lib.claims import Claim, less_part, verdict
 from hdvit_lib.data.batches import Batches, hessian_batches, training_batches
 
 # Chapters call ``ex.train_runs`` / ``ex.train_models`` (re-exported: the chapter group's training step).
 from hdvit_lib.experiments.common import (  # noqa: F401
-    model_at,
     run_spec,
     train_models,
     train_runs,
     with_snapshots,
 )
 from hdvit_lib.plots.hessian import plot_spectrum
+from hdvit_lib.train.cache import model_at
 
 #: Fig. 1 and Fig. 4 compare these two.
 MODELS = ("resnet50", "vit_ti")
@@ -145,25 +146,6 @@ def classifier_runs(model: str = "vit_ti", pools: Sequence[str] = tuple(CLASSIFI
 # --------------------------------------------------------------------------- Hessian spectra
 
 
-def hessian_spectrum(model: nn.Module, batches: Batches, cfg: dict[str, Any], seed: int = 0, name: str = "",
-                     progress: bool = False) -> HessianSpectrum:
-    """Top-``hessian_k`` eigenvalues on each of the ``batches`` (Park & Kim 2022, Figs. 1b and 4):
-    ``spectrum`` (Lanczos, the preset's ``hessian_steps``) of the landscape's loss, NLL +
-    ``weight_decay * sum_k ||w_k||`` (:mod:`hdvit_lib.analysis.objective`)."""
-    return spectrum(model, batches, len(batches), k=int(cfg["hessian_k"]), method="lanczos",
-                    max_iter=int(cfg["hessian_steps"]), weight_decay=float(cfg["weight_decay"]),
-                    seed=seed, stack=len(batches), name=name, progress=progress)
-
-
-def spectra(models: Mapping[str, nn.Module], batches: Batches | Mapping[str, Batches], cfg: dict[str, Any],
-            seed: int = 0) -> dict[str, HessianSpectrum]:
-    """``hessian_spectrum`` of every model; ``batches`` shared, or one list per label."""
-    def pick(label: str) -> Batches:
-        return batches[label] if isinstance(batches, Mapping) else batches
-
-    return {label: hessian_spectrum(m, pick(label), cfg, seed, name=label) for label, m in models.items()}
-
-
 def spectra_over_training(trained: Mapping[str, Any], batches: Batches | Mapping[str, Batches],
                           cfg: dict[str, Any], tags: Sequence[int | str] = SNAPSHOT_TAGS,
                           seed: int = 0) -> dict[str, dict[str, HessianSpectrum]]:
@@ -191,14 +173,10 @@ def own_data_spectra(trained: Mapping[str, Any], cfg: dict[str, Any], tag: int |
     """Fig. 4: the spectrum of every run at snapshot ``tag`` (default: end of warm-up), each on fixed
     augmented mini-batches of its *own* training set (its data fraction: the loss it was trained on).
     The authors' checkpoints (final weights only) are replaced by the same models trained here for
-    any other ``tag`` (:func:`~hdvit_lib.experiments.common.with_snapshots`)."""
-    if str(tag) != "final":
-        trained = with_snapshots(trained, cfg, seed)
-    out = {}
-    for label, t in trained.items():
-        batches = hessian_batches(cfg, seed, data_fraction=float(t.config.get("data_fraction", 1.0)))
-        out[label] = hessian_spectrum(model_at(t, tag), batches, cfg, seed, name=label)
-    return out
+    any other ``tag`` (:func:`spectra_over_training`)."""
+    batches = {label: hessian_batches(cfg, seed, data_fraction=float(t.config.get("data_fraction", 1.0)))
+               for label, t in trained.items()}
+    return spectra_over_training(trained, batches, cfg, (tag,), seed)[str(tag)]
 
 
 # --------------------------------------------------------------------------- landscapes

@@ -12,10 +12,12 @@ for the same entry; an interrupted training resumes from ``last.pt``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,6 +132,30 @@ class Trained:
         if epoch not in available:
             raise ValueError(f"no snapshot at epoch {epoch}; available: {available}")
         return read_checkpoint(self.dir / f"snap_{epoch}.pt", self.dir)["model"]
+
+
+def model_at(trained: Any, tag: int | str) -> nn.Module:
+    """A copy of ``trained.model`` (eval mode) with the weights of snapshot ``tag``
+    (``"init"``, ``"warmup"``, ``"final"`` or an epoch)."""
+    m = copy.deepcopy(trained.model)
+    m.load_state_dict(trained.snapshot(tag))
+    return m.eval()
+
+
+def training_overrides(cfg: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """What a chapter's ``cfg`` changes in its preset's training: ``(dataset or None, {key: value})``
+    for every training setting that differs from ``presets.PRESETS[cfg["name"]]``, so that
+    ``get_preset("smoke", epochs=5)`` (or ``dataset="fractal"``) trains and caches what it says
+    rather than the preset's defaults. Analysis keys, ``download``, ``weights`` and ``device`` are
+    not training settings."""
+    from hdvit_lib.presets import PRESETS
+
+    base = PRESETS[cfg["name"]]
+    changed = {k: v for k, v in cfg.items()
+               if k in base and k not in NOT_WEIGHTS and k != "dataset" and not k.startswith(ANALYSIS_PREFIXES)
+               and v != base[k]}
+    dataset = cfg.get("dataset") if cfg.get("dataset", base["dataset"]) != base["dataset"] else None
+    return dataset, changed
 
 
 def _model_settings(name: str, tiny: bool, cfg: dict[str, Any]) -> dict[str, Any]:
