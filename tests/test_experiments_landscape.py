@@ -11,7 +11,7 @@ import torch
 from conftest import FakeTrained
 from torch import nn
 
-from hdvit_lib.analysis.fit import FitResult, spearman, train_nll
+from hdvit_lib.analysis.fit import FitResult, fit_points, spearman, train_nll
 from hdvit_lib.analysis.hessian import HessianSpectrum, spectrum_summary
 from hdvit_lib.analysis.landscape import Landscape, landscape_curvature
 from hdvit_lib.analysis.spectra import hessian_spectrum
@@ -383,7 +383,7 @@ def test_fit_points_reads_settings_from_the_cache_config() -> None:
         config = {"model": name, "model_cfg": model_settings(name, True), "data_fraction": 1.0}
         runs[label] = Trained(model, History(epoch=[1], test_acc=[acc]), config, Path("."))
     assert runs["global"].config["model_cfg"]["window"] is None
-    fit = L.fit_points(runs, cfg, n_images=32)
+    fit = fit_points(runs, cfg, n_images=32)
     assert np.isnan(fit.window[0]) and fit.window[1] == 3.0
     np.testing.assert_allclose(fit.error_test, [0.4, 0.3])
     np.testing.assert_array_equal(fit.patch_size, [4.0, 4.0])
