@@ -45,6 +45,7 @@ from hdvit_lib.data.corruptions import CORRUPTIONS, SEVERITIES
 
 # Chapters 12/13 call ``alt.train_models``.
 from hdvit_lib.experiments.common import train_models  # noqa: F401 (re-exported for the chapters)
+from hdvit_lib.train.cache import module_of
 
 #: Fig. 3's three patterns, one model each (plus PiT and Swin, canonical Transformers with pooling).
 PATTERN_MODELS = ("resnet50", "vit_ti", "alternet50")
@@ -206,7 +207,7 @@ def corruption_robustness_by_model(
     names, severities = tuple(b["names"] or CORRUPTIONS), tuple(b["severities"] or SEVERITIES)
     x, y = corruption_images(cfg, b["n_images"], seed)
     norm = mean_std(cfg["dataset"])
-    return {name: corruption_robustness(getattr(m, "model", m), x, y, names=names, severities=severities,
+    return {name: corruption_robustness(module_of(m), x, y, names=names, severities=severities,
                                         normalize=norm, seed=seed, device=cfg.get("device"), root=root,
                                         n=b["n_images"])
             for name, m in models.items()}

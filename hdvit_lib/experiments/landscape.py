@@ -49,7 +49,7 @@ from hdvit_lib.experiments.common import (  # noqa: F401
     with_snapshots,
 )
 from hdvit_lib.plots.hessian import live_spectrum_control
-from hdvit_lib.train.cache import model_at
+from hdvit_lib.train.cache import model_at, module_of
 
 #: Fig. 1 and Fig. 4 compare these two.
 MODELS = ("resnet50", "vit_ti")
@@ -230,9 +230,8 @@ def live_sweep_control(cfg: dict[str, Any], model: str, setting: str, values: Se
 # --------------------------------------------------------------------------- claim checks
 
 
-def _kinds(trained_or_models: Any) -> set[str]:
-    m = getattr(trained_or_models, "model", trained_or_models)
-    return {b.kind for b in m.blocks()}
+def _kinds(trained_or_model: Any) -> set[str]:
+    return {b.kind for b in module_of(trained_or_model).blocks()}
 
 
 def pick_conv_msa(trained: Mapping[str, Any]) -> tuple[str, str]:

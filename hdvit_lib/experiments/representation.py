@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from hdvit_lib.analysis.cka import CKAResult, cka_matrix, stage_similarity
 from hdvit_lib.analysis.features import Features, extract_features
@@ -50,6 +49,7 @@ from hdvit_lib.data.batches import Batches
 # Chapters call ``rep.train_models`` (re-exported: the zoo entries, ``Trained``, as in every chapter group).
 from hdvit_lib.experiments.common import train_models
 from hdvit_lib.presets import FAMILIES, PAPER_SCALE
+from hdvit_lib.train.cache import module_of
 
 #: The paper's models for these figures (Figs. 2, 8, 9: ResNet and ViT; App. D adds PiT, Swin, AlterNet).
 MODELS = FAMILIES
@@ -71,12 +71,6 @@ def chapter_models(chapter: str, cfg: dict[str, Any], models: Sequence[str] | st
     if chapter not in table:
         raise ValueError(f"chapter={chapter!r} is unknown; choose one of {', '.join(table)}")
     return list(table[chapter])
-
-
-def module_of(model_or_trained: Any) -> nn.Module:
-    """The ``nn.Module`` of a zoo entry (``Trained``) or the module itself: the chapters pass
-    ``train_models``'s entries (one type everywhere) and tests pass bare modules."""
-    return getattr(model_or_trained, "model", model_or_trained)
 
 
 def features_cache_dir(cfg: dict[str, Any]) -> Path | None:

@@ -134,6 +134,12 @@ class Trained:
         return read_checkpoint(self.dir / f"snap_{epoch}.pt", self.dir)["model"]
 
 
+def module_of(model_or_trained: Any) -> nn.Module:
+    """The ``nn.Module`` of a zoo entry (``Trained``) or the module itself: the chapters pass
+    ``train_models``'s entries (one type everywhere) and tests pass bare modules."""
+    return getattr(model_or_trained, "model", model_or_trained)
+
+
 def model_at(trained: Any, tag: int | str) -> nn.Module:
     """A copy of ``trained.model`` (eval mode) with the weights of snapshot ``tag``
     (``"init"``, ``"warmup"``, ``"final"`` or an epoch)."""
