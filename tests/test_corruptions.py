@@ -12,15 +12,14 @@ import torch
 from PIL import Image
 from torch import nn
 
+from hdvit_lib.analysis.corruption import RobustnessCResult, corruption_robustness
 from hdvit_lib.data.corruptions import (
     CORRUPTIONS,
     PARAMS,
     SEVERITIES,
-    RobustnessCResult,
     box_resize_matrix,
     cifar_c_dataset,
     corrupt,
-    corruption_robustness,
     defocus_kernel,
     motion_kernel,
 )

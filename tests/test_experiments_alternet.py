@@ -11,23 +11,28 @@ import torch
 from conftest import FakeTrained
 from torch import nn
 
+from hdvit_lib.analysis.buildup import buildup_step
+from hdvit_lib.analysis.corruption import RobustnessCResult
 from hdvit_lib.analysis.fit import DataFractionResult
 from hdvit_lib.analysis.hessian import HessianSpectrum, spectrum_summary
 from hdvit_lib.analysis.layout import (
+    PAPER_LABEL,
     BlockLayout,
+    alternet_layouts,
     block_layout,
     block_layouts,
     repeating_pattern,
     stage_table,
 )
 from hdvit_lib.claims import WHERE_DECIDED, binomial_se, difference_part
-from hdvit_lib.data.corruptions import RobustnessCResult
+from hdvit_lib.data.batches import corruption_images
 from hdvit_lib.experiments import alternet as alt
 from hdvit_lib.models import count_params, get_model
 from hdvit_lib.plots.alternet import (
     plot_accuracy_vs_data,
     plot_alternet,
     plot_block_strips,
+    robustness_points,
 )
 from hdvit_lib.plots.style import KIND_COLORS
 from hdvit_lib.presets import get_preset
@@ -98,13 +103,13 @@ def test_block_strip_figure_encodes_the_kinds():
 
 
 def test_alternet50_matches_fig11():
-    layouts = alt.alternet_layouts({alt.PAPER_LABEL: (0, 1, 1, 2), "official": (0, 1, 3, 2)})
-    rows = stage_table(layouts[alt.PAPER_LABEL])
+    layouts = alternet_layouts({PAPER_LABEL: (0, 1, 1, 2), "official": (0, 1, 3, 2)})
+    rows = stage_table(layouts[PAPER_LABEL])
     assert [r["pattern"] for r in rows] == ["C C C", "C C C M", "C C C C C M", "C M C M"]
     assert [r["heads"] for r in rows] == [[], [6], [12], [24]]
     assert [r["window"] for r in rows] == [[], [4], [4], [4]]
-    assert math.isclose(sum(r["params_M"] for r in rows), sum(layouts[alt.PAPER_LABEL].params[1:-1]) / 1e6, abs_tol=4e-3)
-    claim = alt.claim_params(layouts[alt.PAPER_LABEL])
+    assert math.isclose(sum(r["params_M"] for r in rows), sum(layouts[PAPER_LABEL].params[1:-1]) / 1e6, abs_tol=4e-3)
+    claim = alt.claim_params(layouts[PAPER_LABEL])
     assert claim.holds is True and abs(claim.measured["parameters (M)"] - 33.0) < 0.05
     # the official default placement has two more MSAs in stage 3: another parameter count
     other = alt.claim_params(layouts["official"])
@@ -142,7 +147,7 @@ def test_run_buildup_with_a_stub_evaluator(monkeypatch):
     assert trace.accepted == [True, True, False]
     assert trace.best_placement == [0, 0, 0, 1] and trace.best_metric == pytest.approx(0.51)
     assert all(c[1] == "smoke" and c[2] == {"epochs": 1, "warmup_epochs": 0} for c in calls)
-    assert alt.buildup_step(trace) == ([0, 0, 0, 0], [0, 0, 0, 1])
+    assert buildup_step(trace) == ([0, 0, 0, 0], [0, 0, 0, 1])
     claim = alt.claim_buildup(trace, n_test=500)
     assert claim.holds is None  # +0.01 on 500 images is noise
     assert claim.measured["MSAs accepted"] == 1
@@ -222,14 +227,14 @@ class _Constant(nn.Module):
 
 def test_robustness_of_constant_models_is_their_class_share():
     cfg = get_preset("smoke")
-    _, y = alt.corruption_images(cfg, get_preset("smoke")["analysis_corruptions"]["n_images"])
+    _, y = corruption_images(cfg, get_preset("smoke")["analysis_corruptions"]["n_images"])
     res = alt.corruption_robustness_by_model({"zero": _Constant(0), "three": FakeTrained(_Constant(3), {})}, cfg)
     for name, c in (("zero", 0), ("three", 3)):
         share = float((y == c).float().mean())
         assert res[name].clean_accuracy == pytest.approx(share)
         np.testing.assert_allclose(res[name].accuracy, share)  # corruption cannot change a constant
         assert res[name].accuracy.shape == (3, 3) and res[name].n_images == 128
-    assert alt.robustness_points(res)["zero"] == (res["zero"].clean_accuracy, res["zero"].mean_accuracy)
+    assert robustness_points(res)["zero"] == (res["zero"].clean_accuracy, res["zero"].mean_accuracy)
 
 
 def _rob(acc, rob, n=1000):

@@ -11,15 +11,16 @@ import torch
 from conftest import FakeTrained
 from torch import nn
 
-from hdvit_lib.analysis.fit import FitResult, spearman, train_nll
+from hdvit_lib.analysis.fit import FitResult, fit_points, spearman, train_nll
 from hdvit_lib.analysis.hessian import HessianSpectrum, spectrum_summary
 from hdvit_lib.analysis.landscape import Landscape, landscape_curvature
+from hdvit_lib.analysis.spectra import hessian_spectrum
 from hdvit_lib.data.batches import training_batches
 from hdvit_lib.experiments import landscape as L
 from hdvit_lib.plots.hessian import plot_spectra_over_training
 from hdvit_lib.plots.landscape import plot_error_vs_nll, plot_trajectories
 from hdvit_lib.presets import get_preset
-from hdvit_lib.train.cache import training_overrides
+from hdvit_lib.train.cache import model_at, training_overrides
 from hdvit_lib.widgets import live_control
 
 torch.set_num_threads(1)
@@ -96,7 +97,7 @@ def test_hessian_spectrum_matches_a_dense_hessian_with_weight_decay() -> None:
     x = torch.randn(16, 4)
     y = torch.softmax(torch.randn(16, 3), -1)  # soft targets, as mixup makes them
     cfg = get_preset("cpu")  # 30 Lanczos steps: exhausts nothing, converges on 43 parameters
-    s = L.hessian_spectrum(model, [(x, y)], cfg)
+    s = hessian_spectrum(model, [(x, y)], cfg)
     names = [n for n, _ in model.named_parameters()]
     shapes = [p.shape for p in model.parameters()]
     w0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double()
@@ -289,7 +290,7 @@ def test_model_at_and_trajectories_use_the_snapshots() -> None:
     d = {k: torch.randn_like(v) for k, v in w_star.items()}
     snaps = {0: {k: w_star[k] + d[k] for k in d}, 1: {k: w_star[k] + 0.5 * d[k] for k in d}, 2: w_star}
     t = FakeTrained(model, snaps)
-    m0 = L.model_at(t, "init")
+    m0 = model_at(t, "init")
     assert torch.equal(m0.weight, snaps[0]["weight"]) and torch.equal(model.weight, w_star["weight"])
     tr = L.trajectories({"lin": t})["lin"]
     np.testing.assert_allclose(tr.r, [1.0, 0.5, 0.0], atol=1e-12)  # straight path: r halves, angle 0
@@ -382,7 +383,7 @@ def test_fit_points_reads_settings_from_the_cache_config() -> None:
         config = {"model": name, "model_cfg": model_settings(name, True), "data_fraction": 1.0}
         runs[label] = Trained(model, History(epoch=[1], test_acc=[acc]), config, Path("."))
     assert runs["global"].config["model_cfg"]["window"] is None
-    fit = L.fit_points(runs, cfg, n_images=32)
+    fit = fit_points(runs, cfg, n_images=32)
     assert np.isnan(fit.window[0]) and fit.window[1] == 3.0
     np.testing.assert_allclose(fit.error_test, [0.4, 0.3])
     np.testing.assert_array_equal(fit.patch_size, [4.0, 4.0])
@@ -469,7 +470,6 @@ def test_snapshot_analyses_train_the_official_models_here(monkeypatch, capsys) -
     assert "trained here instead" in capsys.readouterr().out
     assert set(L.trajectories({"vit": FakeOfficial(model)}, cfg)) == {"vit"}
     monkeypatch.setattr(L, "hessian_batches", lambda cfg, seed, data_fraction=1.0: [])
-    monkeypatch.setattr(L, "hessian_spectrum", lambda m, b, cfg, seed, name="": m.weight.detach().sum().item())
     own = L.own_data_spectra({"vit": FakeOfficial(model)}, cfg, tag="warmup")  # chapters 04 and 06
     assert own["vit"] == pytest.approx(float((model.weight + 1).sum().detach()))
     with pytest.raises(ValueError, match="no snapshots.*trajectories\\(trained, cfg\\)"):

@@ -14,7 +14,7 @@ from hdvit_lib.analysis.features import clear_cache
 from hdvit_lib.analysis.fourier import FourierResult
 from hdvit_lib.analysis.lesion import LesionResult, end_of_stage_lesion
 from hdvit_lib.analysis.robustness import RobustnessResult, band_means, matched_rms
-from hdvit_lib.analysis.variance import VarianceResult
+from hdvit_lib.analysis.variance import VarianceResult, pooled_fraction
 from hdvit_lib.experiments import representation as rep
 from hdvit_lib.models import get_model
 from hdvit_lib.presets import get_preset
@@ -75,13 +75,13 @@ def test_robustness_uses_the_same_noise_for_every_model(models_and_batches):
 
 
 def test_pooled_fraction_counts_signs_and_skips_nan():
-    frac, n = rep.pooled_fraction([np.array([-1.0, 2.0, np.nan]), np.array([-0.5, -3.0])], "lower")
+    frac, n = pooled_fraction([np.array([-1.0, 2.0, np.nan]), np.array([-0.5, -3.0])], "lower")
     assert (frac, n) == (0.75, 4)
-    frac, n = rep.pooled_fraction([np.array([-1.0, 2.0, np.nan]), np.array([-0.5, -3.0])], "raise")
+    frac, n = pooled_fraction([np.array([-1.0, 2.0, np.nan]), np.array([-0.5, -3.0])], "raise")
     assert (frac, n) == (0.25, 4)
-    assert math.isnan(rep.pooled_fraction([np.array([np.nan])], "lower")[0])
+    assert math.isnan(pooled_fraction([np.array([np.nan])], "lower")[0])
     with pytest.raises(ValueError, match="'lower' or 'raise'"):
-        rep.pooled_fraction([], "down")
+        pooled_fraction([], "down")
 
 
 def _variance(name: str, kinds: list[str], delta: list[float]) -> VarianceResult:

@@ -10,9 +10,9 @@ from hdvit_lib.analysis.fourier import fourier_analysis
 from hdvit_lib.analysis.hessian import spectrum_summary
 from hdvit_lib.analysis.landscape import landscape_curvature, loss_landscape
 from hdvit_lib.analysis.robustness import band_means, frequency_robustness
+from hdvit_lib.analysis.spectra import hessian_spectrum
 from hdvit_lib.analysis.variance import feature_map_variance
 from hdvit_lib.experiments import scale as S
-from hdvit_lib.experiments.landscape import hessian_spectrum
 from hdvit_lib.models import get_model
 from hdvit_lib.plots.scale import plot_over_scale, plot_over_training
 from hdvit_lib.presets import get_preset

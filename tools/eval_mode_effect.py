@@ -18,8 +18,8 @@ import torch
 
 from hdvit_lib.analysis.fourier import relative_log_amplitude
 from hdvit_lib.analysis.variance import map_variance
+from hdvit_lib.data.batches import analysis_batches
 from hdvit_lib.experiments.common import train_models
-from hdvit_lib.experiments.representation import analysis_batches
 from hdvit_lib.models.blocks import as_feature_map
 from hdvit_lib.presets import get_preset
 

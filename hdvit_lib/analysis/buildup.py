@@ -239,6 +239,15 @@ def build_up(
     return trace
 
 
+def buildup_step(trace: BuildUpTrace) -> tuple[list[int], list[int]]:
+    """The first step of the build-up rule (Park & Kim 2022, Sec. 4, Fig. 12a): (baseline
+    placement, first accepted candidate, or the first candidate when none was accepted)."""
+    if len(trace.placements) < 2:
+        raise ValueError("the trace holds only the baseline; run the build-up with max_evals >= 2")
+    after = next((p for p, a in zip(trace.placements[1:], trace.accepted[1:]) if a), trace.placements[1])
+    return list(trace.placements[0]), list(after)
+
+
 def _final_metric(run: Any, metric: str) -> float:
     """The last value of ``metric`` in a training run's history (attribute or mapping)."""
     hist = getattr(run, "history", run)

@@ -3,8 +3,10 @@ the training NLL, the lower the test error" -- a weak inductive bias underfits, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,7 +14,7 @@ from torch import nn
 
 from hdvit_lib.analysis.hessian import analysis_mode
 from hdvit_lib.analysis.result import Result
-from hdvit_lib.data.batches import Batches
+from hdvit_lib.data.batches import Batches, training_batches
 
 
 @dataclass
@@ -48,6 +50,34 @@ def patch_size_of(model: nn.Module) -> float:
     if ps is None:
         return float("nan")
     return float(ps[0] if isinstance(ps, (tuple, list)) else ps)
+
+
+def fit_points(trained: Mapping[str, Any], cfg: dict[str, Any], seed: int = 0,
+               n_images: int | None = None) -> FitResult:
+    """Training NLL and test error of every zoo run ``{label: Trained}`` (Park & Kim 2022, Sec. 2,
+    Figs. 5-7, C.2: "the lower the training NLL, the lower the test error"). NLL: mean cross-entropy
+    in eval mode on ``n_images`` (default ``analysis_images``) fixed augmented images of the run's
+    *own* training set (its data fraction), against their labels (no mixup: the paper does not say
+    how its training NLL was taken); error: ``1 - test accuracy`` after the last epoch."""
+    n = int(n_images if n_images is not None else cfg["analysis_images"])
+    bs = min(64, n)
+    res = FitResult(n_images=n)
+    fr, ps, win, nll, err = [], [], [], [], []
+    for label, t in trained.items():
+        f = float(t.config.get("data_fraction", 1.0))
+        batches = training_batches(cfg, math.ceil(n / bs), bs, seed, data_fraction=f, mix=False)
+        res.labels.append(label)
+        res.models.append(t.config["model"])
+        res.has_msa.append(any(b.kind == "msa" for b in t.model.blocks()))
+        fr.append(f)
+        ps.append(patch_size_of(t.model))
+        window = t.config.get("model_cfg", {}).get("window")  # None: global attention
+        win.append(float("nan") if window is None else float(window))
+        nll.append(train_nll(t.model, batches))
+        err.append(1.0 - t.history.final("test_acc"))
+    res.data_fraction, res.patch_size, res.window = np.asarray(fr), np.asarray(ps), np.asarray(win)
+    res.nll_train, res.error_test = np.asarray(nll), np.asarray(err)
+    return res
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:

@@ -15,6 +15,14 @@ from hdvit_lib.analysis.result import Result
 
 #: Fig. 11: AlterNet-50's parameter count for CIFAR-100 in the paper (millions).
 PAPER_PARAMS_M = 33.0
+#: MSAs per stage of AlterNet-50 worth comparing (Fig. 11's control).
+PAPER_LABEL = "paper, CIFAR-100 (0, 1, 1, 2)"
+MSA_PRESETS: dict[str, tuple[int, ...]] = {
+    PAPER_LABEL: (0, 1, 1, 2),
+    "official code default (0, 1, 3, 2)": (0, 1, 3, 2),
+    "one MSA (0, 0, 0, 1)": (0, 0, 0, 1),
+    "ResNet-50, no MSA (0, 0, 0, 0)": (0, 0, 0, 0),
+}
 
 
 @dataclass
@@ -63,6 +71,20 @@ def block_layouts(names: Sequence[str], tiny: bool = True, num_classes: int = 10
     from hdvit_lib.models import get_model
 
     return {n: block_layout(get_model(n, num_classes=num_classes, tiny=tiny), n, tiny) for n in names}
+
+
+def alternet_layouts(
+    placements: Mapping[str, Sequence[int]] = MSA_PRESETS, num_classes: int = 100, tiny: bool = False, **cfg: Any
+) -> dict[str, BlockLayout]:
+    """``{label: BlockLayout}`` of AlterNet-50 for every MSAs-per-stage placement (Park & Kim 2022,
+    Sec. 4, Fig. 11 and its control); paper size by default (only built, never trained: about a second)."""
+    from hdvit_lib.models import get_model
+
+    out = {}
+    for label, msa in placements.items():
+        model = get_model("alternet50", num_classes=num_classes, tiny=tiny, msa_per_stage=tuple(msa), **cfg)
+        out[label] = block_layout(model, "alternet50", tiny, {"msa_per_stage": list(msa), **cfg})
+    return out
 
 
 def repeating_pattern(layout: BlockLayout) -> dict[str, Any]:

@@ -92,3 +92,18 @@ def fraction_where(hits: np.ndarray, values: np.ndarray) -> float:
     """The fraction of ``hits`` among the entries whose ``values`` are not NaN (NaN if none)."""
     ok = ~np.isnan(values)
     return float(hits[ok].mean()) if ok.any() else float("nan")
+
+
+def pooled_fraction(deltas: Iterable[np.ndarray], want: str) -> tuple[float, int]:
+    """The fraction of the non-NaN ``deltas`` (per-block changes, pooled over models) that are
+    negative (``want="lower"``) or positive (``want="raise"``), and how many there were: the share
+    of blocks that lower or raise a quantity (Park & Kim 2022, Sec. 3, Figs. 8 and 9: MSAs lower
+    the variance and the high-frequency amplitude, Convs and MLPs raise them)."""
+    if want not in ("lower", "raise"):
+        raise ValueError(f"want={want!r}; choose 'lower' or 'raise'")
+    d = np.concatenate([np.asarray(x, dtype=float).ravel() for x in deltas] or [np.zeros(0)])
+    d = d[~np.isnan(d)]
+    if d.size == 0:
+        return float("nan"), 0
+    hits = d < 0 if want == "lower" else d > 0
+    return float(hits.mean()), int(d.size)

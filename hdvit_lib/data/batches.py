@@ -1,9 +1,11 @@
-"""Fixed mini-batches of the training loss (Park & Kim 2022, Sec. 2: the landscape and the Hessian
-are measured on augmented training data, with the authors' Mixup/CutMix and label smoothing)."""
+"""Fixed batches the analyses read: mini-batches of the training loss (Park & Kim 2022, Sec. 2: the
+landscape and the Hessian are measured on augmented training data, with the authors' Mixup/CutMix
+and label smoothing), test images for the per-block analyses, and pixel images for corruptions."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -62,3 +64,37 @@ def landscape_batches(cfg: dict[str, Any], seed: int = 0, batch_size: int = 128)
     n = int(cfg["landscape_images"])
     bs = min(batch_size, n)
     return training_batches(cfg, math.ceil(n / bs), bs, seed)
+
+
+def analysis_batches(cfg: dict[str, Any], seed: int = 0, n_images: int | None = None) -> Batches:
+    """The first ``n_images`` (default ``cfg["analysis_images"]``) test images of the preset's
+    data set, normalised as in training, as ``[(images, labels), ...]`` on the CPU: the images of
+    the per-block analyses (Park & Kim 2022, Secs. 3-4, Figs. 2, 8-10).
+
+    A fixed list, so every analysis (and the features cache) sees the same images."""
+    from hdvit_lib.data import get_loaders
+
+    n = int(n_images if n_images is not None else cfg["analysis_images"])
+    loaders = get_loaders(cfg, seed=seed)
+    out: Batches = []
+    seen = 0
+    for x, y in loaders.test:
+        take = min(n - seen, x.shape[0])
+        out.append((x[:take].cpu(), torch.as_tensor(y[:take]).cpu()))
+        seen += take
+        if seen >= n:
+            break
+    if seen < n:
+        print(f"the test split holds only {seen} images (asked for {n})")
+    return out
+
+
+def corruption_images(cfg: Mapping[str, Any], n: int | None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` test images in [0, 1] (not normalised: corruptions act on pixels) and labels
+    (Park & Kim 2022, Fig. 12b: the images ``corruption_robustness`` corrupts)."""
+    from hdvit_lib.data import get_dataset
+
+    ds = get_dataset(cfg["dataset"], "test", seed=seed, n=cfg.get("n_test"), num_classes=cfg.get("num_classes"))
+    k = len(ds) if n is None else min(int(n), len(ds))
+    xs, ys = zip(*(ds[i] for i in range(k)))
+    return torch.stack(xs), torch.as_tensor(ys)

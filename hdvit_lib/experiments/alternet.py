@@ -23,43 +23,34 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
-from hdvit_lib.analysis.buildup import BuildUpTrace, build_up, evaluate_placement
+from hdvit_lib.analysis.buildup import (
+    BuildUpTrace,
+    build_up,
+    buildup_step,
+    evaluate_placement,
+)
+from hdvit_lib.analysis.corruption import RobustnessCResult, corruption_robustness
 from hdvit_lib.analysis.fit import DataFractionResult
 from hdvit_lib.analysis.hessian import HessianSpectrum, spectrum_summary
 from hdvit_lib.analysis.layout import (
     PAPER_PARAMS_M,
     BlockLayout,
-    block_layout,
     repeating_pattern,
     stage_table,
 )
 from hdvit_lib.claims import Claim, binomial_se, difference_part, verdict
-from hdvit_lib.data.corruptions import (
-    CORRUPTIONS,
-    SEVERITIES,
-    RobustnessCResult,
-    corruption_robustness,
-)
+from hdvit_lib.data.batches import Batches, corruption_images
+from hdvit_lib.data.corruptions import CORRUPTIONS, SEVERITIES
 
 # Chapters 12/13 call ``alt.train_models``.
 from hdvit_lib.experiments.common import train_models  # noqa: F401 (re-exported for the chapters)
-
-Batches = list[tuple[torch.Tensor, torch.Tensor]]
+from hdvit_lib.train.cache import module_of
 
 #: Fig. 3's three patterns, one model each (plus PiT and Swin, canonical Transformers with pooling).
 PATTERN_MODELS = ("resnet50", "vit_ti", "alternet50")
 #: Fig. 12b's models.
 ROBUSTNESS_MODELS = ("resnet50", "vit_ti", "pit_ti", "swin_ti", "alternet50")
-#: MSAs per stage of AlterNet-50 worth comparing (Fig. 11's control).
-PAPER_LABEL = "paper, CIFAR-100 (0, 1, 1, 2)"
-MSA_PRESETS: dict[str, tuple[int, ...]] = {
-    PAPER_LABEL: (0, 1, 1, 2),
-    "official code default (0, 1, 3, 2)": (0, 1, 3, 2),
-    "one MSA (0, 0, 0, 1)": (0, 0, 0, 1),
-    "ResNet-50, no MSA (0, 0, 0, 0)": (0, 0, 0, 0),
-}
 
 
 def _n_test(cfg: Mapping[str, Any]) -> int:
@@ -112,20 +103,6 @@ def claim_patterns(layouts: Mapping[str, BlockLayout], preset: str = "") -> Clai
 # --------------------------------------------------------------------------- Fig. 11: AlterNet-50
 
 
-def alternet_layouts(
-    placements: Mapping[str, Sequence[int]] = MSA_PRESETS, num_classes: int = 100, tiny: bool = False, **cfg: Any
-) -> dict[str, BlockLayout]:
-    """``{label: BlockLayout}`` of AlterNet-50 for every MSAs-per-stage placement (Fig. 11's
-    control); paper size by default (only built, never trained: it takes about a second)."""
-    from hdvit_lib.models import get_model
-
-    out = {}
-    for label, msa in placements.items():
-        model = get_model("alternet50", num_classes=num_classes, tiny=tiny, msa_per_stage=tuple(msa), **cfg)
-        out[label] = block_layout(model, "alternet50", tiny, {"msa_per_stage": list(msa), **cfg})
-    return out
-
-
 def claim_params(layout: BlockLayout, paper_params_m: float = PAPER_PARAMS_M, preset: str = "") -> Claim:
     """Fig. 11 / Table: AlterNet-50 for CIFAR-100 has 33.0M parameters; holds when the model built
     here is within 0.5% (the paper rounds to 0.1M) and its MSAs end stages and grow in heads."""
@@ -155,16 +132,6 @@ def trained(name: str, cfg: Mapping[str, Any], seed: int = 0, **kwargs: Any):
 
     return load_or_train(name, preset=cfg["name"], seed=seed, device=cfg.get("device"),
                          progress=kwargs.pop("progress", False), **kwargs)
-
-
-def corruption_images(cfg: Mapping[str, Any], n: int | None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` test images in [0, 1] (not normalised: corruptions act on pixels) and labels."""
-    from hdvit_lib.data import get_dataset
-
-    ds = get_dataset(cfg["dataset"], "test", seed=seed, n=cfg.get("n_test"), num_classes=cfg.get("num_classes"))
-    k = len(ds) if n is None else min(int(n), len(ds))
-    xs, ys = zip(*(ds[i] for i in range(k)))
-    return torch.stack(xs), torch.as_tensor(ys)
 
 
 # --------------------------------------------------------------------------- Fig. 12a: build-up
@@ -240,15 +207,10 @@ def corruption_robustness_by_model(
     names, severities = tuple(b["names"] or CORRUPTIONS), tuple(b["severities"] or SEVERITIES)
     x, y = corruption_images(cfg, b["n_images"], seed)
     norm = mean_std(cfg["dataset"])
-    return {name: corruption_robustness(getattr(m, "model", m), x, y, names=names, severities=severities,
+    return {name: corruption_robustness(module_of(m), x, y, names=names, severities=severities,
                                         normalize=norm, seed=seed, device=cfg.get("device"), root=root,
                                         n=b["n_images"])
             for name, m in models.items()}
-
-
-def robustness_points(results: Mapping[str, RobustnessCResult]) -> dict[str, tuple[float, float]]:
-    """``{model: (clean accuracy, robustness)}`` for ``plots.alternet.plot_accuracy_vs_robustness``."""
-    return {k: (r.clean_accuracy, r.mean_accuracy) for k, r in results.items()}
 
 
 def claim_robustness(results: Mapping[str, RobustnessCResult], alternet: str = "alternet50", preset: str = "") -> Claim:
@@ -279,16 +241,13 @@ def hessian_spectra(trained: Mapping[str, Any], batches: Batches, cfg: Mapping[s
                     tag: int | str = "warmup") -> dict[str, HessianSpectrum]:
     """Fig. 12c: the spectrum of every zoo model (``Trained``) at snapshot ``tag`` (default the end
     of warm-up, as chapter 04 measures Fig. 4), with chapter 04's protocol
-    (``hdvit_lib.experiments.landscape.hessian_spectrum``: top-``hessian_k`` eigenvalues per
+    (``hdvit_lib.analysis.spectra.hessian_spectrum``: top-``hessian_k`` eigenvalues per
     mini-batch by Lanczos, BatchNorm in eval mode, the landscape's loss NLL + ``weight_decay * sum_k ||w_k||``).
     The authors' checkpoints have no warm-up snapshot: for a ``tag`` other than ``final`` those
-    models are trained here (``common.with_snapshots``)."""
-    from hdvit_lib.experiments.common import with_snapshots
-    from hdvit_lib.experiments.landscape import hessian_spectrum, model_at
+    models are trained here (``landscape.spectra_over_training``)."""
+    from hdvit_lib.experiments.landscape import spectra_over_training
 
-    if tag != "final":
-        trained = with_snapshots(trained, dict(cfg), seed)
-    return {name: hessian_spectrum(model_at(t, tag), batches, dict(cfg), seed, name=name) for name, t in trained.items()}
+    return spectra_over_training(trained, batches, dict(cfg), (tag,), seed)[str(tag)]
 
 
 def claim_hessian(spectra: Mapping[str, HessianSpectrum], alternet: str = "alternet50", cnn: str = "resnet50",
@@ -313,15 +272,6 @@ def claim_hessian(spectra: Mapping[str, HessianSpectrum], alternet: str = "alter
 
 
 # --------------------------------------------------------------------------- chapter 13: critical analysis
-
-
-def buildup_step(trace: BuildUpTrace) -> tuple[list[int], list[int]]:
-    """The first build-up step: (baseline placement, first accepted candidate, or the first
-    candidate when none was accepted)."""
-    if len(trace.placements) < 2:
-        raise ValueError("the trace holds only the baseline; run the build-up with max_evals >= 2")
-    after = next((p for p, a in zip(trace.placements[1:], trace.accepted[1:]) if a), trace.placements[1])
-    return list(trace.placements[0]), list(after)
 
 
 def step_spectra(trace: BuildUpTrace, batches: Batches, cfg: Mapping[str, Any], seed: int = 0,

@@ -7,11 +7,8 @@ entry and print the same line.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-from torch import nn
 
 
 def run_spec(model: str, data_fraction: float = 1.0, **model_cfg: Any) -> dict[str, Any]:
@@ -76,11 +73,3 @@ def with_snapshots(trained: Mapping[str, Any], cfg: dict[str, Any], seed: int = 
           "checkpoints hold only final weights: trained here instead")
     runs = {k: run_spec(t.config["model"]) for k, t in official.items()}
     return {**trained, **train_runs(runs, {**cfg, "weights": "trained"}, seed, progress)}
-
-
-def model_at(trained: Any, tag: int | str) -> nn.Module:
-    """A copy of ``trained.model`` (eval mode) with the weights of snapshot ``tag``
-    (``"init"``, ``"warmup"``, ``"final"`` or an epoch)."""
-    m = copy.deepcopy(trained.model)
-    m.load_state_dict(trained.snapshot(tag))
-    return m.eval()

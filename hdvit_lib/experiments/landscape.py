@@ -26,11 +26,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import plotly.graph_objects as go
 from torch import nn
 
-from hdvit_lib.analysis.fit import FitResult, patch_size_of, spearman, train_nll
-from hdvit_lib.analysis.hessian import HessianSpectrum, spectrum, spectrum_summary
+from hdvit_lib.analysis.fit import FitResult, patch_size_of, spearman
+from hdvit_lib.analysis.hessian import HessianSpectrum, spectrum_summary
 from hdvit_lib.analysis.landscape import (
     Landscape,
     Trajectory,
@@ -38,18 +37,19 @@ from hdvit_lib.analysis.landscape import (
     loss_landscape,
     trajectory,
 )
+from hdvit_lib.analysis.spectra import hessian_spectrum, spectra
 from hdvit_lib.claims import Claim, less_part, verdict
-from hdvit_lib.data.batches import Batches, hessian_batches, training_batches
+from hdvit_lib.data.batches import Batches, hessian_batches
 
 # Chapters call ``ex.train_runs`` / ``ex.train_models`` (re-exported: the chapter group's training step).
 from hdvit_lib.experiments.common import (  # noqa: F401
-    model_at,
     run_spec,
     train_models,
     train_runs,
     with_snapshots,
 )
-from hdvit_lib.plots.hessian import plot_spectrum
+from hdvit_lib.plots.hessian import live_spectrum_control
+from hdvit_lib.train.cache import model_at, module_of
 
 #: Fig. 1 and Fig. 4 compare these two.
 MODELS = ("resnet50", "vit_ti")
@@ -145,25 +145,6 @@ def classifier_runs(model: str = "vit_ti", pools: Sequence[str] = tuple(CLASSIFI
 # --------------------------------------------------------------------------- Hessian spectra
 
 
-def hessian_spectrum(model: nn.Module, batches: Batches, cfg: dict[str, Any], seed: int = 0, name: str = "",
-                     progress: bool = False) -> HessianSpectrum:
-    """Top-``hessian_k`` eigenvalues on each of the ``batches`` (Park & Kim 2022, Figs. 1b and 4):
-    ``spectrum`` (Lanczos, the preset's ``hessian_steps``) of the landscape's loss, NLL +
-    ``weight_decay * sum_k ||w_k||`` (:mod:`hdvit_lib.analysis.objective`)."""
-    return spectrum(model, batches, len(batches), k=int(cfg["hessian_k"]), method="lanczos",
-                    max_iter=int(cfg["hessian_steps"]), weight_decay=float(cfg["weight_decay"]),
-                    seed=seed, stack=len(batches), name=name, progress=progress)
-
-
-def spectra(models: Mapping[str, nn.Module], batches: Batches | Mapping[str, Batches], cfg: dict[str, Any],
-            seed: int = 0) -> dict[str, HessianSpectrum]:
-    """``hessian_spectrum`` of every model; ``batches`` shared, or one list per label."""
-    def pick(label: str) -> Batches:
-        return batches[label] if isinstance(batches, Mapping) else batches
-
-    return {label: hessian_spectrum(m, pick(label), cfg, seed, name=label) for label, m in models.items()}
-
-
 def spectra_over_training(trained: Mapping[str, Any], batches: Batches | Mapping[str, Batches],
                           cfg: dict[str, Any], tags: Sequence[int | str] = SNAPSHOT_TAGS,
                           seed: int = 0) -> dict[str, dict[str, HessianSpectrum]]:
@@ -191,14 +172,10 @@ def own_data_spectra(trained: Mapping[str, Any], cfg: dict[str, Any], tag: int |
     """Fig. 4: the spectrum of every run at snapshot ``tag`` (default: end of warm-up), each on fixed
     augmented mini-batches of its *own* training set (its data fraction: the loss it was trained on).
     The authors' checkpoints (final weights only) are replaced by the same models trained here for
-    any other ``tag`` (:func:`~hdvit_lib.experiments.common.with_snapshots`)."""
-    if str(tag) != "final":
-        trained = with_snapshots(trained, cfg, seed)
-    out = {}
-    for label, t in trained.items():
-        batches = hessian_batches(cfg, seed, data_fraction=float(t.config.get("data_fraction", 1.0)))
-        out[label] = hessian_spectrum(model_at(t, tag), batches, cfg, seed, name=label)
-    return out
+    any other ``tag`` (:func:`spectra_over_training`)."""
+    batches = {label: hessian_batches(cfg, seed, data_fraction=float(t.config.get("data_fraction", 1.0)))
+               for label, t in trained.items()}
+    return spectra_over_training(trained, batches, cfg, (tag,), seed)[str(tag)]
 
 
 # --------------------------------------------------------------------------- landscapes
@@ -236,37 +213,6 @@ def trajectories(trained: Mapping[str, Any], cfg: dict[str, Any] | None = None, 
     return out
 
 
-# --------------------------------------------------------------------------- error vs training NLL
-
-
-def fit_points(trained: Mapping[str, Any], cfg: dict[str, Any], seed: int = 0,
-               n_images: int | None = None) -> FitResult:
-    """Training NLL and test error of every run (Park & Kim 2022, Figs. 5-7: "the lower the training
-    NLL, the lower the test error"). NLL: mean cross-entropy in eval mode on ``n_images`` (default
-    ``analysis_images``) fixed augmented images of the run's *own* training set (its data fraction),
-    against their labels (no mixup: the paper does not say how its training NLL was taken);
-    error: ``1 - test accuracy`` after the last epoch."""
-    n = int(n_images if n_images is not None else cfg["analysis_images"])
-    bs = min(64, n)
-    res = FitResult(n_images=n)
-    fr, ps, win, nll, err = [], [], [], [], []
-    for label, t in trained.items():
-        f = float(t.config.get("data_fraction", 1.0))
-        batches = training_batches(cfg, math.ceil(n / bs), bs, seed, data_fraction=f, mix=False)
-        res.labels.append(label)
-        res.models.append(t.config["model"])
-        res.has_msa.append(any(b.kind == "msa" for b in t.model.blocks()))
-        fr.append(f)
-        ps.append(patch_size_of(t.model))
-        window = t.config.get("model_cfg", {}).get("window")  # None: global attention
-        win.append(float("nan") if window is None else float(window))
-        nll.append(train_nll(t.model, batches))
-        err.append(1.0 - t.history.final("test_acc"))
-    res.data_fraction, res.patch_size, res.window = np.asarray(fr), np.asarray(ps), np.asarray(win)
-    res.nll_train, res.error_test = np.asarray(nll), np.asarray(err)
-    return res
-
-
 # --------------------------------------------------------------------------- live controls
 
 
@@ -275,23 +221,17 @@ def live_sweep_control(cfg: dict[str, Any], model: str, setting: str, values: Se
                        seed: int = 0, tag: int | str = "final", kind: str = "slider") -> Any:
     """An ipywidgets slider (``kind="dropdown"``: a dropdown) over ``values`` of ``setting`` (e.g.
     ``patch_size``, ``window``, ``global_pool``): shows the precomputed spectrum, or trains/loads the
-    model and computes it at snapshot ``tag`` live (needs a kernel)."""
-    from hdvit_lib.plots.hessian import plot_spectrum
-    from hdvit_lib.widgets import live_control
-
-    figs = {v: plot_spectrum({f"{setting}={v}": s}, title=_sweep_title(setting, v, tag))
-            for v, s in (precomputed or {}).items()}
-    compute = functools.partial(sweep_spectrum_figure, cfg=cfg, model=model, setting=setting, batches=batches,
+    model and computes it at snapshot ``tag`` live (needs a kernel; :func:`sweep_spectrum`)."""
+    compute = functools.partial(sweep_spectrum, cfg=cfg, model=model, setting=setting, batches=batches,
                                 seed=seed, tag=tag)
-    return live_control(values, compute, description=setting, precomputed=figs, kind=kind)
+    return live_spectrum_control(values, compute, setting, precomputed, tag, kind)
 
 
 # --------------------------------------------------------------------------- claim checks
 
 
-def _kinds(trained_or_models: Any) -> set[str]:
-    m = getattr(trained_or_models, "model", trained_or_models)
-    return {b.kind for b in m.blocks()}
+def _kinds(trained_or_model: Any) -> set[str]:
+    return {b.kind for b in module_of(trained_or_model).blocks()}
 
 
 def pick_conv_msa(trained: Mapping[str, Any]) -> tuple[str, str]:
@@ -500,16 +440,12 @@ def claim_local_msa(fit: FitResult, specs: Mapping[str, HessianSpectrum], global
     return Claim(paper, measured, holds, f"{head}: " + "; ".join(words) + ".", preset)
 
 
-def sweep_spectrum_figure(value: Any, *, cfg: dict[str, Any], model: str, setting: str, batches: Batches,
-                          seed: int = 0, tag: int | str = "final") -> go.Figure:
-    """Train (or load) ``model`` with ``{setting: value}`` and plot its Hessian spectrum at snapshot
-    ``tag`` (default: final weights); the ``compute`` of the live controls of chapters 05, 06 and 07."""
+def sweep_spectrum(value: Any, *, cfg: dict[str, Any], model: str, setting: str, batches: Batches,
+                   seed: int = 0, tag: int | str = "final") -> dict[str, HessianSpectrum]:
+    """Train (or load) ``model`` with ``{setting: value}``: ``{label: its Hessian spectrum}`` at
+    snapshot ``tag`` (default: final weights); the ``compute`` of the live controls of chapters 05,
+    06 and 07."""
     t = train_runs({f"{model} {setting}={value}": run_spec(model, **{setting: value})}, cfg, seed)
     label, tr = next(iter(t.items()))
     m = tr.model if tag == "final" else model_at(tr, tag)
-    return plot_spectrum({label: hessian_spectrum(m, batches, cfg, seed, name=label)},
-                         title=_sweep_title(setting, value, tag))
-
-
-def _sweep_title(setting: str, value: Any, tag: int | str) -> str:
-    return f"Hessian spectrum, {setting}={value}" + ("" if tag == "final" else f" at {tag}")
+    return {label: hessian_spectrum(m, batches, cfg, seed, name=label)}

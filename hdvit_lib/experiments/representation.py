@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from hdvit_lib.analysis.cka import CKAResult, cka_matrix, stage_similarity
 from hdvit_lib.analysis.features import Features, extract_features
@@ -39,14 +38,18 @@ from hdvit_lib.analysis.robustness import (
     frequency_robustness,
     matched_rms,
 )
-from hdvit_lib.analysis.variance import VarianceResult, feature_map_variance
+from hdvit_lib.analysis.variance import (
+    VarianceResult,
+    feature_map_variance,
+    pooled_fraction,
+)
 from hdvit_lib.claims import Claim, majority_part, proportion_se, verdict
+from hdvit_lib.data.batches import Batches
 
 # Chapters call ``rep.train_models`` (re-exported: the zoo entries, ``Trained``, as in every chapter group).
 from hdvit_lib.experiments.common import train_models
 from hdvit_lib.presets import FAMILIES, PAPER_SCALE
-
-Batches = list[tuple[torch.Tensor, torch.Tensor]]
+from hdvit_lib.train.cache import module_of
 
 #: The paper's models for these figures (Figs. 2, 8, 9: ResNet and ViT; App. D adds PiT, Swin, AlterNet).
 MODELS = FAMILIES
@@ -68,34 +71,6 @@ def chapter_models(chapter: str, cfg: dict[str, Any], models: Sequence[str] | st
     if chapter not in table:
         raise ValueError(f"chapter={chapter!r} is unknown; choose one of {', '.join(table)}")
     return list(table[chapter])
-
-
-def module_of(model_or_trained: Any) -> nn.Module:
-    """The ``nn.Module`` of a zoo entry (``Trained``) or the module itself: the chapters pass
-    ``train_models``'s entries (one type everywhere) and tests pass bare modules."""
-    return getattr(model_or_trained, "model", model_or_trained)
-
-
-def analysis_batches(cfg: dict[str, Any], seed: int = 0, n_images: int | None = None) -> Batches:
-    """The first ``n_images`` (default ``cfg["analysis_images"]``) test images of the preset's
-    data set, normalised as in training, as ``[(images, labels), ...]`` on the CPU.
-
-    A fixed list, so every analysis (and the features cache) sees the same images."""
-    from hdvit_lib.data import get_loaders
-
-    n = int(n_images if n_images is not None else cfg["analysis_images"])
-    loaders = get_loaders(cfg, seed=seed)
-    out: Batches = []
-    seen = 0
-    for x, y in loaders.test:
-        take = min(n - seen, x.shape[0])
-        out.append((x[:take].cpu(), torch.as_tensor(y[:take]).cpu()))
-        seen += take
-        if seen >= n:
-            break
-    if seen < n:
-        print(f"the test split holds only {seen} images (asked for {n})")
-    return out
 
 
 def features_cache_dir(cfg: dict[str, Any]) -> Path | None:
@@ -246,19 +221,6 @@ def lesion_by_model(
 def has_msa(kinds: Sequence[str]) -> bool:
     """True for models with at least one MSA block."""
     return "msa" in kinds
-
-
-def pooled_fraction(deltas: Iterable[np.ndarray], want: str) -> tuple[float, int]:
-    """The fraction of the non-NaN ``deltas`` (pooled over models) that are negative
-    (``want="lower"``) or positive (``want="raise"``), and how many there were."""
-    if want not in ("lower", "raise"):
-        raise ValueError(f"want={want!r}; choose 'lower' or 'raise'")
-    d = np.concatenate([np.asarray(x, dtype=float).ravel() for x in deltas] or [np.zeros(0)])
-    d = d[~np.isnan(d)]
-    if d.size == 0:
-        return float("nan"), 0
-    hits = d < 0 if want == "lower" else d > 0
-    return float(hits.mean()), int(d.size)
 
 
 def _kind_deltas(results: Mapping[str, Any], delta: str, kinds: Sequence[str]) -> list[np.ndarray]:

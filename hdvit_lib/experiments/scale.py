@@ -31,11 +31,11 @@ from hdvit_lib.analysis.hessian import spectrum_summary
 from hdvit_lib.analysis.landscape import landscape_curvature, loss_landscape
 from hdvit_lib.analysis.result import Result
 from hdvit_lib.analysis.robustness import band_means, frequency_robustness
+from hdvit_lib.analysis.spectra import hessian_spectrum
 from hdvit_lib.analysis.variance import feature_map_variance
-from hdvit_lib.data.batches import Batches, training_batches
-from hdvit_lib.experiments.common import model_at, run_spec, train_runs
-from hdvit_lib.experiments.landscape import hessian_spectrum
-from hdvit_lib.experiments.representation import analysis_batches
+from hdvit_lib.data.batches import Batches, analysis_batches, training_batches
+from hdvit_lib.experiments.common import run_spec, train_runs
+from hdvit_lib.train.cache import model_at
 
 #: The two models whose claims are compared (a Conv model and an MSA model, told apart by kinds).
 MODELS = ("resnet50", "vit_ti")

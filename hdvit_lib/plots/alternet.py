@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from hdvit_lib.analysis.buildup import PAPER_CIFAR100_BUILDUP, BuildUpTrace
+from hdvit_lib.analysis.corruption import RobustnessCResult
 from hdvit_lib.analysis.fit import DataFractionResult
 from hdvit_lib.analysis.layout import (
     PAPER_PARAMS_M,
@@ -90,6 +91,12 @@ def plot_accuracy_vs_robustness(
     fig.update_layout(title="Accuracy vs corruption robustness", template="plotly_white",
                       xaxis_title="clean accuracy", yaxis_title="robustness (mean corrupted accuracy)")
     return fig
+
+
+def robustness_points(results: Mapping[str, RobustnessCResult]) -> dict[str, tuple[float, float]]:
+    """``{model: (clean accuracy, robustness)}`` of ``corruption_robustness`` results (Park & Kim
+    2022, Fig. 12b), what :func:`plot_accuracy_vs_robustness` draws."""
+    return {k: (r.clean_accuracy, r.mean_accuracy) for k, r in results.items()}
 
 
 def _strip_rows(layouts: Mapping[str, BlockLayout]) -> tuple[list[list[float | None]], list[list[str]]]:

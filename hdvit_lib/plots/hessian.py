@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import plotly.colors
@@ -139,3 +140,21 @@ def plot_spectra_over_training(per_tag: Mapping[str, Mapping[str, HessianSpectru
     return fig
 
 
+
+
+def live_spectrum_control(values: Sequence[Any], spectra_of: Callable[[Any], Mapping[str, HessianSpectrum]],
+                          setting: str, precomputed: Mapping[Any, HessianSpectrum] | None = None,
+                          tag: int | str = "final", kind: str = "slider") -> Any:
+    """A live-kernel slider (``kind="dropdown"``: a dropdown) over ``values`` of a model setting
+    (Park & Kim 2022, Figs. 5-7 and 6: the spectrum as the patch size, window or classifier
+    changes): shows :func:`plot_spectrum` of ``precomputed[value]`` (labelled ``setting=value``) or
+    of ``spectra_of(value)`` (``{label: spectrum}``, computed on demand), titled with snapshot ``tag``.
+    The chapter's :func:`plot_spectrum_sweep` is its static-site twin."""
+    from hdvit_lib.widgets import live_control
+
+    def title(value: Any) -> str:
+        return f"Hessian spectrum, {setting}={value}" + ("" if tag == "final" else f" at {tag}")
+
+    figs = {v: plot_spectrum({f"{setting}={v}": s}, title=title(v)) for v, s in (precomputed or {}).items()}
+    return live_control(values, lambda v: plot_spectrum(spectra_of(v), title=title(v)), description=setting,
+                        precomputed=figs, kind=kind)

@@ -12,6 +12,7 @@ for the same entry; an interrupted training resumes from ``last.pt``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -145,6 +146,20 @@ class Trained:
         if epoch not in available:
             raise ValueError(f"no snapshot at epoch {epoch}; available: {available}")
         return read_checkpoint(self.dir / f"snap_{epoch}.pt", self.dir)["model"]
+
+
+def module_of(model_or_trained: Any) -> nn.Module:
+    """The ``nn.Module`` of a zoo entry (``Trained``) or the module itself: the chapters pass
+    ``train_models``'s entries (one type everywhere) and tests pass bare modules."""
+    return getattr(model_or_trained, "model", model_or_trained)
+
+
+def model_at(trained: Any, tag: int | str) -> nn.Module:
+    """A copy of ``trained.model`` (eval mode) with the weights of snapshot ``tag``
+    (``"init"``, ``"warmup"``, ``"final"`` or an epoch)."""
+    m = copy.deepcopy(trained.model)
+    m.load_state_dict(trained.snapshot(tag))
+    return m.eval()
 
 
 def _model_settings(name: str, tiny: bool, cfg: dict[str, Any]) -> dict[str, Any]:
