@@ -8,11 +8,13 @@ PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.hdvit-stamp
 PRESET      ?= smoke
 PYTEST_ARGS ?=
+# Test workers: one per core (pytest-xdist; each worker's torch on one thread, no oversubscription).
+JOBS        ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: venv test book vendor check-site chromium serve clean help
+.PHONY: venv test test-paper-size book vendor check-site chromium serve clean help
 
 help:
-	@echo "make venv | test | book | check-site | serve | clean   (PRESET=$(PRESET), TORCH_PIN='$(TORCH_PIN)')"
+	@echo "make venv | test | test-paper-size | book | check-site | serve | clean   (PRESET=$(PRESET), TORCH_PIN='$(TORCH_PIN)')"
 
 venv: $(STAMP)
 
@@ -27,7 +29,14 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 test: $(STAMP)
 	@bash tools/vendor_js.sh || echo "make vendor failed: the fixture-site tests will skip"
-	$(PY) -m pytest -q --timeout=600 --durations=15 $(PYTEST_ARGS) tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(JOBS) --dist worksteal --timeout=600 --durations=15 -m "not paper_size" \
+	  $(PYTEST_ARGS) tests
+
+# Every chapter with the gpu/paper presets at paper size, made tiny, on the CPU (tests/test_paper_size.py):
+# the crashes a Colab reader would meet after an hour. ~8 min on 2 cores; CI runs it after make test.
+test-paper-size: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(JOBS) --dist worksteal --timeout=900 --durations=10 -m paper_size \
+	  $(PYTEST_ARGS) tests
 
 vendor:
 	bash tools/vendor_js.sh

@@ -29,12 +29,13 @@ Sweeps are shrunk through the chapters' own parameters (``PARAMS``): smaller swe
 sizes, windows and data fractions; the Lanczos steps per mini-batch through the preset key
 ``hessian_steps`` (4 instead of 100: each step of a paper-size ResNet-50 costs seconds here).
 
-Cost (measured with ``nice 19`` beside a long job on 2 cores; see the report in the commit): ``gpu``
-runs every chapter; ``paper`` shares ``gpu``'s models, data, augmentation and analysis code and
-differs in its sweeps (patch 1, four data fractions, window 9), its 300-epoch recipe numbers and
-the build-up's unbounded candidate count, so it runs two chapters (:data:`PAPER_CHAPTERS`: the
-authors' checkpoints and the Fourier/ImageNet path; the build-up) to keep ``make test`` within
-CI's budget. Under load (three other jobs on 2 cores) the first 8 tests took ~12 minutes.
+Cost: ``gpu`` runs every chapter; ``paper`` shares ``gpu``'s models, data, augmentation and
+analysis code and differs in its sweeps (patch 1, four data fractions, window 9), its 300-epoch
+recipe numbers and the build-up's unbounded candidate count, so it runs two chapters
+(:data:`PAPER_CHAPTERS`: the authors' checkpoints and the Fourier/ImageNet path; the build-up).
+The 17 tests take ~15 minutes of test time on 2 cores (gpu-01 ~140 s, paper-12 ~135 s, gpu-14
+~115 s, most others 20-75 s), about 8 minutes with one worker per core: they run as their own
+tier (``make test-paper-size``, marker ``paper_size``), which CI runs after ``make test``.
 """
 
 from __future__ import annotations
