@@ -33,6 +33,7 @@ def train_runs(runs: Mapping[str, Mapping[str, Any]], cfg: dict[str, Any], seed:
     from hdvit_lib.zoo import load_or_train, plan
 
     todo = plan(runs, cfg, seed)
+    dataset, overrides = training_overrides(cfg)
     if todo.to_train:
         print(todo)
     out = {}
@@ -44,7 +45,6 @@ def train_runs(runs: Mapping[str, Mapping[str, Any]], cfg: dict[str, Any], seed:
             print(f"{label}: the authors' checkpoint {t.config['asset']}, test accuracy "
                   f"{t.history.final('test_acc'):.3f} on {t.config['test_set']}")
         else:
-            dataset, overrides = training_overrides(cfg)
             t = load_or_train(r["model"], preset=cfg["name"], dataset=dataset, data_fraction=fraction, seed=seed,
                               model_cfg=model_cfg, train_overrides=overrides or None,
                               download=bool(cfg.get("download")), device=cfg.get("device"), progress=progress)

@@ -140,8 +140,6 @@ def plot_spectra_over_training(per_tag: Mapping[str, Mapping[str, HessianSpectru
     return fig
 
 
-
-
 def live_spectrum_control(values: Sequence[Any], spectra_of: Callable[[Any], Mapping[str, HessianSpectrum]],
                           setting: str, precomputed: Mapping[Any, HessianSpectrum] | None = None,
                           tag: int | str = "final", kind: str = "slider") -> Any:

@@ -163,13 +163,13 @@ def plan(runs: Mapping[str, Mapping[str, Any]], cfg: Mapping[str, Any], seed: in
 
     device = resolve_device(device if device is not None else cfg.get("device"))
     timed: dict[str, float] = {}
+    dataset, overrides = cache.training_overrides(cfg)  # what train_runs trains and caches
     out = []
     for label, r in runs.items():
         fraction, model_cfg = float(r.get("data_fraction", 1.0)), dict(r.get("model_cfg") or {})
         if cfg.get("weights") == "official" and official_mismatch(r["model"], fraction, model_cfg or None) is None:
             out.append(PlannedRun(label, r["model"], "official", note="the authors' checkpoint (nothing to train)"))
             continue
-        dataset, overrides = cache.training_overrides(cfg)  # what train_runs trains and caches
         config = cache.run_config(r["model"], cfg["name"], dataset, fraction, seed, model_cfg or None,
                                   overrides or None)
         if (cache.entry_dir(config, cache_dir) / "done.json").exists():
