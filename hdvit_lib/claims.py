@@ -63,6 +63,8 @@ class Claim:
     preset: str = field(default="")
     #: standard errors of some ``measured`` values (same keys), shown as ``value ± SE``
     uncertainty: dict[str, float] = field(default_factory=dict)
+    #: how many runs (seeds) the numbers are means of (:func:`over_seeds`); 1: one run
+    seeds: int = field(default=1)
 
     def _measured_text(self) -> str:
         def one(k: str, v: float) -> str:
@@ -71,16 +73,93 @@ class Claim:
 
         return ", ".join(one(k, v) for k, v in self.measured.items())
 
+    def _run_words(self, preset: str) -> str:
+        over = f", mean ± SE over {self.seeds} seeds" if self.seeds > 1 else ""
+        inner = ", ".join(w for w in (preset, over.removeprefix(", ")) if w)
+        return f"This run ({inner})" if inner else "This run"
+
     def __str__(self) -> str:
-        preset = f" (preset {self.preset})" if self.preset else ""
-        return f"Paper: {self.paper}\nThis run{preset}: {self._measured_text()}\nVerdict: {self.verdict}"
+        words = self._run_words(f"preset {self.preset}" if self.preset else "")
+        return f"Paper: {self.paper}\n{words}: {self._measured_text()}\nVerdict: {self.verdict}"
 
     def _repr_markdown_(self) -> str:
-        preset = f" (preset `{self.preset}`)" if self.preset else ""
-        return (
-            f"**Paper:** {self.paper}\n\n**This run{preset}:** {self._measured_text()}\n\n"
-            f"**Verdict:** {self.verdict}"
-        )
+        words = self._run_words(f"preset `{self.preset}`" if self.preset else "")
+        return f"**Paper:** {self.paper}\n\n**{words}:** {self._measured_text()}\n\n**Verdict:** {self.verdict}"
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> tuple[dict, dict]:
+        """The markdown, with the claim's fields as output metadata (``hdvit_claim``): what
+        ``tools/recorded_runs.py`` reads back to average a chapter's claim over seeds."""
+        return {"text/markdown": self._repr_markdown_()}, {"hdvit_claim": self.to_dict()}
+
+    def to_dict(self) -> dict:
+        """JSON-safe fields (NaN -> None)."""
+        def num(v: float) -> float | bool | None:
+            return v if isinstance(v, bool) else (float(v) if math.isfinite(float(v)) else None)
+
+        return {"paper": self.paper, "measured": {k: num(v) for k, v in self.measured.items()},
+                "holds": self.holds, "verdict": self.verdict, "preset": self.preset,
+                "uncertainty": {k: num(v) for k, v in self.uncertainty.items()}, "seeds": self.seeds}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Claim:
+        """Inverse of :meth:`to_dict` (None -> NaN)."""
+        def num(v: float | bool | None) -> float | bool:
+            return float("nan") if v is None else v
+
+        return cls(d["paper"], {k: num(v) for k, v in d["measured"].items()}, d["holds"], d["verdict"],
+                   d.get("preset", ""), {k: num(v) for k, v in d.get("uncertainty", {}).items()},
+                   int(d.get("seeds", 1)))
+
+
+def outcome(c: Claim) -> str:
+    """One word for a claim's verdict: "holds", "in part", "does not" or "undecided"."""
+    if c.holds is None:
+        return "undecided"
+    if c.holds:
+        return "holds"
+    return "in part" if c.verdict.startswith(IN_PART) else "does not"
+
+
+def over_seeds(claims: Sequence[Claim]) -> Claim:
+    """The same claim check from runs that differ only in their seed, as one claim (Sec. "Seeds" of
+    ``book/protocol.md``): each number is the mean over the seeds that measured it, with the standard
+    error over seeds ``s / sqrt(n)`` (``s`` the sample standard deviation over the ``n`` seeds); the
+    verdict tallies the seeds' own verdicts and is
+
+    - holds / does not hold where every seed's verdict is the same (an all-"in part" tally is "holds
+      only in part");
+    - otherwise ``None``, undecided at this power: the seeds disagree, so one seed's verdict is noise.
+    """
+    import numpy as np
+
+    if not claims:
+        raise ValueError("over_seeds needs the claims of at least one seed")
+    first = claims[0]
+    if any(c.paper != first.paper for c in claims):
+        raise ValueError("over_seeds: the claims are not the same claim check (their paper texts differ)")
+    if len(claims) == 1:
+        return first
+    keys = list(dict.fromkeys(k for c in claims for k in c.measured))
+    measured: dict[str, float] = {}
+    se: dict[str, float] = {}
+    for k in keys:
+        vals = np.array([float(c.measured[k]) for c in claims if k in c.measured], dtype=float)
+        vals = vals[np.isfinite(vals)]
+        measured[k] = float(vals.mean()) if vals.size else float("nan")
+        se[k] = float(vals.std(ddof=1) / np.sqrt(vals.size)) if vals.size > 1 else float("nan")
+    words = [outcome(c) for c in claims]
+    tally = ", ".join(f"{w} in {words.count(w)}" for w in ("holds", "in part", "does not", "undecided")
+                      if w in words)
+    n = len(claims)
+    if len(set(words)) == 1 and words[0] != "undecided":
+        holds, head = {"holds": (True, HOLDS), "in part": (False, IN_PART),
+                       "does not": (False, DOES_NOT)}[words[0]]
+        text = f"{head.replace('this run', f'every one of {n} seeds')}"
+    else:
+        holds = None
+        text = (f"undecided over {n} seeds ({tally} of {n})" if len(set(words)) > 1 else
+                f"undecided in every one of {n} seeds")
+    return Claim(first.paper, measured, holds, text, first.preset, uncertainty=se, seeds=n)
 
 
 def binomial_se(p: float, n: int) -> float:

@@ -41,10 +41,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dataset": "synthetic",
         "download": False,
         "num_classes": None,  # None: the dataset's own (synthetic: 10)
-        "n_train": 4000,
+        "n_train": 2000,  # a cold `make book` trains ~20 models: 2000 x 2 epochs keeps it < 5 min
         "n_test": 500,
         "tiny": True,
-        "epochs": 3,
+        "epochs": 2,
         "warmup_epochs": 1,
         "batch_size": 64,
         "lr": 1e-3,
@@ -247,6 +247,18 @@ ANALYSIS: dict[str, dict[str, Any]] = {
 }
 for _name, _extra in ANALYSIS.items():
     PRESETS[_name].update(_extra)
+
+#: ``seeds``: how many seeds a recorded run of the preset averages each claim over
+#: (``tools/run_seeds.py``, ``claims.over_seeds``); a chapter itself runs one seed (its ``seed``
+#: parameter). ``cpu``: 3, the fewest that give a standard error over seeds; ``gpu``/``paper``: 1
+#: (the authors' checkpoints are one seed; a paper-size run costs hours).
+for _name, _n in {"smoke": 1, "cpu": 3, "gpu": 1, "paper": 1}.items():
+    PRESETS[_name]["seeds"] = _n
+
+#: Chapters a recorded run gives one seed whatever the preset's ``seeds``: 14, whose subject is
+#: the trajectory of each run (its one `cpu` seed costs ~43 min on 2 cores, half of it training
+#: two wider models; three would be ~2 h alone).
+ONE_SEED_CHAPTERS = ("14",)
 
 NAMES = ("smoke", "cpu", "gpu", "paper", "auto")
 #: Presets at the paper's scale (CIFAR-100, paper-size models): chapters' per-preset tables give

@@ -60,3 +60,66 @@ def test_less_part_and_bootstrap_se() -> None:
     means = np.array([g.mean() for g in groups])
     se = bootstrap_se(groups, np.mean, n_boot=400)
     assert se == pytest.approx(means.std(ddof=1) / np.sqrt(200), rel=0.2)
+
+
+def test_over_seeds_means_and_standard_errors_match_a_hand_computation() -> None:
+    """Each number is the mean over the seeds that measured it (NaN left out), its uncertainty the
+    sample standard deviation over those seeds / sqrt(n), checked against ``statistics``."""
+    import statistics
+
+    from hdvit_lib.claims import Claim, over_seeds
+
+    runs = [Claim("p", {"x": 0.2, "y": float("nan")}, True, "holds in this run: a", "cpu", {"x": 0.01}),
+            Claim("p", {"x": 0.5, "y": 3.0}, True, "holds in this run: b", "cpu"),
+            Claim("p", {"x": 0.35, "y": 5.0}, True, "holds in this run: c", "cpu")]
+    c = over_seeds(runs)
+    assert c.seeds == 3 and c.holds is True and c.verdict == "holds in every one of 3 seeds"
+    assert abs(c.measured["x"] - statistics.mean([0.2, 0.5, 0.35])) < 1e-12
+    assert abs(c.uncertainty["x"] - statistics.stdev([0.2, 0.5, 0.35]) / 3 ** 0.5) < 1e-12
+    assert c.measured["y"] == 4.0 and abs(c.uncertainty["y"] - statistics.stdev([3.0, 5.0]) / 2 ** 0.5) < 1e-12
+    assert "mean ± SE over 3 seeds" in c._repr_markdown_() and "x = 0.35 ± 0.0866" in str(c)
+
+
+@pytest.mark.parametrize("outcomes, holds, words", [
+    ((True, True), True, "holds in every one of 2 seeds"),
+    ((False, False), False, "does not hold in every one of 2 seeds"),
+    (("part", "part"), False, "holds only in part in every one of 2 seeds"),
+    ((True, False, None), None, "undecided over 3 seeds (holds in 1, does not in 1, undecided in 1 of 3)"),
+    ((None, None), None, "undecided in every one of 2 seeds"),
+])
+def test_over_seeds_verdict_is_decided_only_where_every_seed_agrees(outcomes, holds, words) -> None:
+    from hdvit_lib.claims import DOES_NOT, HOLDS, IN_PART, UNDECIDED, Claim, over_seeds
+
+    text = {True: HOLDS, False: DOES_NOT, None: UNDECIDED, "part": IN_PART}
+    runs = [Claim("p", {"x": 1.0}, False if o == "part" else o, f"{text[o]}: ...") for o in outcomes]
+    c = over_seeds(runs)
+    assert (c.holds, c.verdict) == (holds, words)
+
+
+def test_over_seeds_refuses_different_claims_and_keeps_one_seed_as_is() -> None:
+    from hdvit_lib.claims import Claim, over_seeds
+
+    one = Claim("p", {"x": 1.0}, True, "holds in this run")
+    assert over_seeds([one]) is one
+    with pytest.raises(ValueError, match="not the same claim"):
+        over_seeds([one, Claim("q", {"x": 1.0}, True, "holds in this run")])
+    with pytest.raises(ValueError, match="at least one seed"):
+        over_seeds([])
+
+
+def test_a_claim_output_carries_its_fields_for_the_recorded_page() -> None:
+    """The notebook output of a claim holds its fields as metadata (NaN as null: valid JSON), and
+    they read back into the same claim."""
+    import json
+    import math
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from hdvit_lib.claims import Claim
+
+    c = Claim("p", {"x": 0.5, "gone": float("nan")}, None, "undecided in this run", "cpu", {"x": 0.1})
+    data, meta = InteractiveShell.instance().display_formatter.format(c)
+    assert data["text/markdown"] == c._repr_markdown_()
+    back = Claim.from_dict(json.loads(json.dumps(meta["hdvit_claim"], allow_nan=False)))
+    assert back.measured["x"] == 0.5 and math.isnan(back.measured["gone"]) and back.uncertainty == {"x": 0.1}
+    assert (back.paper, back.holds, back.verdict, back.preset, back.seeds) == ("p", None, c.verdict, "cpu", 1)

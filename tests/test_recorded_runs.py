@@ -21,8 +21,9 @@ def executed(path: Path, title: str, claims: list[Claim]) -> None:
     nb.cells.append(nbformat.v4.new_markdown_cell(f"# {title}\n\ntext"))
     for c in claims:
         cell = nbformat.v4.new_code_cell("claim")
-        cell.outputs = [nbformat.v4.new_output("execute_result", data={"text/markdown": c._repr_markdown_(),
-                                                                        "text/plain": repr(c)}, execution_count=1)]
+        data, meta = c._repr_mimebundle_()
+        cell.outputs = [nbformat.v4.new_output("execute_result", data={**data, "text/plain": repr(c)},
+                                               metadata=meta, execution_count=1)]
         cell.outputs.append(nbformat.v4.new_output("display_data", data={"text/markdown": "a table, not a claim"}))
         nb.cells.append(cell)
     path.write_text(json.dumps(nb))
@@ -54,3 +55,37 @@ def test_a_chapters_claims_table_is_copied(tmp_path: Path) -> None:
     page = recorded_runs.render(tmp_path, "cpu", "m", "2026-01-01")
     assert "## 14. Over training" in page and table in page
     assert "| 14 | every claim along training and scale | the table in its section |" in page
+
+
+def test_seed_folders_give_each_claim_as_mean_and_se_with_every_seeds_verdict(tmp_path: Path) -> None:
+    """Three seed folders: the page shows each number as mean ± SE over seeds, the tallied verdict in
+    the summary, every seed's own verdict and wall time; a chapter run with one seed stays as it is."""
+    vals = [0.2, 0.3, 0.4]
+    for s, v in enumerate(vals):
+        (tmp_path / f"seed{s}").mkdir()
+        executed(tmp_path / f"seed{s}" / "01_a.ipynb", "1. First",
+                 [Claim("the paper says A", {"a": v}, s < 2, "holds in this run" if s < 2 else
+                        "does not hold in this run", "cpu")])
+        (tmp_path / f"seed{s}" / "times.txt").write_text(f"01_a rc=0 {60 * (s + 1)} s\n")
+    executed(tmp_path / "seed0" / "14_b.ipynb", "14. One seed", [Claim("B", {"b": 1.0}, True, "holds in this run")])
+    page = recorded_runs.render([tmp_path / f"seed{s}" for s in range(3)], "cpu", "m", "2026-01-01")
+    assert "## 1. First (3 seeds)" in page and "mean ± SE over 3 seeds" in page
+    assert "a = 0.3 ± 0.05774" in page  # mean 0.3, sd 0.1 / sqrt(3)
+    assert "| 1 | the paper says A | undecided |" in page and "holds in 2, does not in 1 of 3" in page
+    assert "- seed 2: does not hold in this run" in page and "1.0 min, 2.0 min, 3.0 min" in page
+    assert "## 14. One seed\n" in page and "| 14 | B | yes |" in page
+
+
+def test_run_seeds_gives_each_chapter_the_presets_seeds_and_resumes(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("run_seeds", ROOT / "tools" / "run_seeds.py")
+    run_seeds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_seeds)
+    assert run_seeds.seeds_for("06_gap_classifier", "cpu") == [0, 1, 2]
+    assert run_seeds.seeds_for("06_gap_classifier", "smoke") == [0]
+    assert run_seeds.seeds_for("14_claims_over_training_and_scale", "cpu") == [0]  # ONE_SEED_CHAPTERS
+    assert run_seeds.seeds_for("06_gap_classifier", "cpu", [3, 4]) == [3, 4]
+    (tmp_path / "06_x.ipynb").write_text("{}")
+    (tmp_path / "times.txt").write_text("06_x rc=1 5 s\n")
+    assert not run_seeds.done(tmp_path, "06_x")
+    (tmp_path / "times.txt").write_text("06_x rc=1 5 s\n06_x rc=0 50 s\n")
+    assert run_seeds.done(tmp_path, "06_x") and not run_seeds.done(tmp_path, "07_y")

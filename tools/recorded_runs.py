@@ -10,6 +10,11 @@ Usage (after ``papermill -p preset cpu notebooks/X.ipynb runs/X.ipynb`` for each
 
     python tools/recorded_runs.py runs/ --preset cpu --machine "2-core x86_64, torch 2.14.1" \
         --date 2026-11-26 [--times runs/times.txt] > book/recorded_runs.md
+
+Several folders (one per seed, e.g. from ``tools/run_seeds.py``) give each claim as the mean ± SE
+over the seeds that ran the chapter (``claims.over_seeds``, read from each claim output's
+``hdvit_claim`` metadata), each seed's own verdict beneath it; a folder's ``times.txt`` is read
+when ``--times`` is not given.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import json
 import re
 import sys
 from pathlib import Path
+
+from hdvit_lib.claims import Claim, outcome, over_seeds
 
 HEADER = """# Recorded runs: the `{preset}` preset
 
@@ -35,6 +42,20 @@ here is recomputed at build time.
 
 WHAT = {"cpu": "10,000 generated images, 15 epochs, the tiny models",
         "paper": "CIFAR-100, the paper's models and recipe"}
+
+
+def claims_of(nb: dict) -> list[Claim | None]:
+    """Every claim check output's ``Claim`` (from its ``hdvit_claim`` metadata), in order; None
+    for an output written before that metadata existed."""
+    found: list[Claim | None] = []
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            md = out.get("data", {}).get("text/markdown")
+            text = "".join(md) if isinstance(md, list) else (md or "")
+            if text.startswith("**Paper:**"):
+                meta = out.get("metadata", {}).get("hdvit_claim")
+                found.append(Claim.from_dict(meta) if meta else None)
+    return found
 
 
 def claim_markdowns(nb: dict) -> list[tuple[str, str]]:
@@ -98,37 +119,61 @@ def claim_tables(nb: dict) -> list[str]:
     return found
 
 
-def render(folder: Path, preset: str, machine: str, date: str, times: Path | None = None) -> str:
-    parts = [HEADER.format(preset=preset, what=WHAT.get(preset, preset), date=date, machine=machine)]
-    took = read_times(times)
-    summary = ["| chapter | the paper's claim | holds in this run |", "| --- | --- | --- |"]
+HOLDS_WORDS = {"holds": "yes", "does not": "no", "in part": "in part", "undecided": "undecided"}
+
+
+def _over_seeds(runs: list[dict]) -> tuple[list[tuple[str, str]], str]:
+    """A chapter's claims over its seed runs: [(markdown, holds word)] and the seeds' own verdicts."""
+    per_run = [claims_of(nb) for nb in runs]
+    if len(runs) == 1 or any(c is None for cs in per_run for c in cs) or len({len(cs) for cs in per_run}) > 1:
+        return claim_markdowns(runs[0]), ""
+    out, notes = [], []
+    for i, group in enumerate(zip(*per_run)):
+        agg = over_seeds(list(group))
+        out.append((agg._repr_markdown_(), HOLDS_WORDS[outcome(agg)]))
+        notes.append(f"Claim {i + 1}, each seed's verdict:\n" + "\n".join(
+            f"- seed {j}: {c.verdict}" for j, c in enumerate(group)))
+    return out, "\n\n".join(notes)
+
+
+def render(folders: Path | list[Path], preset: str, machine: str, date: str, times: Path | None = None) -> str:
+    folders = [folders] if isinstance(folders, Path) else list(folders)
+    what = WHAT.get(preset, preset) + (f"; {len(folders)} seeds: each number the mean ± SE over the seeds"
+                                       if len(folders) > 1 else "")
+    parts = [HEADER.format(preset=preset, what=what, date=date, machine=machine)]
+    took = [read_times(times if times is not None else f / "times.txt") for f in folders]
+    summary = [f"| chapter | the paper's claim | holds {'over the seeds' if len(folders) > 1 else 'in this run'} |",
+               "| --- | --- | --- |"]
     sections = []
-    for path in sorted(folder.glob("*.ipynb")):
-        nb = json.loads(path.read_text())
-        claims, tables = claim_markdowns(nb), claim_tables(nb)
+    for path in sorted(folders[0].glob("*.ipynb")):
+        runs = [json.loads((f / path.name).read_text()) for f in folders if (f / path.name).exists()]
+        nb = runs[0]
+        claims, seeds_note = _over_seeds(runs)
+        tables = claim_tables(nb)
         if not claims and not tables:
             continue
         name = title(nb, path.stem)
         summary += [f"| {name.split('.')[0]} | {_short(md)} | {holds} |" for md, holds in claims]
         summary += [f"| {name.split('.')[0]} | every claim along training and scale | the table in its section |"
                     for _ in tables]
-        claim = "\n\n".join([*(md for md, _ in claims), *tables])
-        head = f"## {name}"
-        when = (f"\n\n*Wall time of this chapter's run: {took[path.stem]} (models and features already in the "
-                "cache were loaded, the rest computed).*") if path.stem in took else ""
+        claim = "\n\n".join([*(md for md, _ in claims), *tables, *([seeds_note] if seeds_note else [])])
+        head = f"## {name}" + (f" ({len(runs)} seeds)" if len(runs) > 1 else "")
+        spent = [t[path.stem] for t in took if path.stem in t]
+        when = (f"\n\n*Wall time of this chapter's run{'s' if len(spent) > 1 else ''}: {', '.join(spent)} "
+                "(models and features already in the cache were loaded, the rest computed).*") if spent else ""
         sections.append(f"{head}\n\n{claim}{when}\n")
     return "\n".join([*parts, "\n".join(summary) + "\n", *sections])
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("folder", type=Path, help="executed notebooks (*.ipynb)")
+    ap.add_argument("folders", type=Path, nargs="+", help="executed notebooks (*.ipynb), one folder per seed")
     ap.add_argument("--preset", required=True)
     ap.add_argument("--machine", required=True)
     ap.add_argument("--date", required=True)
     ap.add_argument("--times", type=Path, default=None, help="'<chapter> rc=<code> <seconds> s' lines")
     args = ap.parse_args(argv)
-    sys.stdout.write(render(args.folder, args.preset, args.machine, args.date, args.times))
+    sys.stdout.write(render(args.folders, args.preset, args.machine, args.date, args.times))
 
 
 if __name__ == "__main__":

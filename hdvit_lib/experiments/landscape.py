@@ -410,7 +410,7 @@ def claim_local_msa(fit: FitResult, specs: Mapping[str, HessianSpectrum], global
     when the best local window beats global attention in error and in training NLL, and the local
     windows have a lower NEP on average."""
     paper = ("A locality constraint improves ViT: MSAs with a small local window reach a lower training NLL and "
-             "test error than global MSAs, and have fewer negative Hessian eigenvalues; Sec. 2, Figs. 6-7.")
+             "test error than global MSAs, and have fewer negative Hessian eigenvalues; Sec. 2, Fig. 7.")
     if global_label not in fit.labels:
         raise ValueError(f"global_label={global_label!r} is not among the runs {fit.labels}")
     measured: dict[str, float] = {}

@@ -38,7 +38,7 @@ CACHE_VERSION = 2  # 2: tiny resnet50 has two blocks per stage
 #: Preset keys that only steer analyses; they do not change the trained weights.
 ANALYSIS_PREFIXES = ("hessian_", "landscape_", "analysis_")
 #: Preset keys that say where data (or released weights) come from, not what is trained on.
-NOT_WEIGHTS = ("download", "weights")
+NOT_WEIGHTS = ("download", "weights", "seeds")  # settings that do not change the trained weights
 
 
 def default_cache_dir() -> Path:
