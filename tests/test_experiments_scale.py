@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hdvit_lib.analysis import claim_curves as CC
 from hdvit_lib.analysis.fourier import fourier_analysis
 from hdvit_lib.analysis.hessian import spectrum_summary
 from hdvit_lib.analysis.landscape import landscape_curvature, loss_landscape
@@ -74,15 +75,15 @@ def test_metrics_along_training_equal_the_analyses_on_each_snapshot() -> None:
             np.testing.assert_allclose(curves.values[key]["vit"][i], v, rtol=1e-6, atol=1e-9, err_msg=key)
 
 
-def _hand_curves(nep_vit, nep_cnn) -> S.ClaimCurves:
+def _hand_curves(nep_vit, nep_cnn) -> CC.ClaimCurves:
     n = len(nep_vit)
-    base = {k: {"cnn": np.full(n, np.nan), "vit": np.full(n, np.nan)} for k in S.METRICS}
+    base = {k: {"cnn": np.full(n, np.nan), "vit": np.full(n, np.nan)} for k in CC.METRICS}
     base["NEP"] = {"cnn": np.asarray(nep_cnn, float), "vit": np.asarray(nep_vit, float)}
     base["variance: MSA lowered"]["vit"] = np.linspace(0.2, 0.8, n)  # > 1/2 from the 3rd of 5 points on
     base["variance: Conv/MLP raised"]["cnn"] = np.full(n, 0.9)
     labels = [str(e) for e in range(n)]
     x = {m: np.arange(n, dtype=float) for m in ("cnn", "vit")}
-    return S.ClaimCurves("epoch", ["cnn", "vit"], {"cnn": False, "vit": True}, x, {"cnn": labels, "vit": labels},
+    return CC.ClaimCurves("epoch", ["cnn", "vit"], {"cnn": False, "vit": True}, x, {"cnn": labels, "vit": labels},
                          base, {m: np.full(n, np.nan) for m in ("cnn", "vit")}, 8)
 
 
@@ -90,10 +91,10 @@ def test_table_reads_the_first_epoch_from_which_a_claim_holds() -> None:
     c = _hand_curves(nep_vit=[0.1, 0.3, 0.1, 0.4, 0.5], nep_cnn=[0.2, 0.2, 0.2, 0.2, 0.2])
     m = S.margins(c)
     np.testing.assert_allclose(m["ViT has more negative eigenvalues (Fig. 4)"], [-0.1, 0.1, -0.1, 0.2, 0.3])
-    assert S.first_holding(m["ViT has more negative eigenvalues (Fig. 4)"], c.x_labels["vit"]) == "3"
-    assert S.first_holding(m["MSAs lower variance, Convs/MLPs raise it (Fig. 9)"], c.x_labels["vit"]) == "3"
-    assert S.first_holding(np.array([0.1, -0.2]), ["a", "b"]) == "held at a, not at the last"
-    assert S.first_holding(np.array([np.nan, -0.2]), ["a", "b"]) == "not within this budget"
+    assert CC.first_holding(m["ViT has more negative eigenvalues (Fig. 4)"], c.x_labels["vit"]) == "3"
+    assert CC.first_holding(m["MSAs lower variance, Convs/MLPs raise it (Fig. 9)"], c.x_labels["vit"]) == "3"
+    assert CC.first_holding(np.array([0.1, -0.2]), ["a", "b"]) == "held at a, not at the last"
+    assert CC.first_holding(np.array([np.nan, -0.2]), ["a", "b"]) == "not within this budget"
     table = S.claims_table({"training": c})
     row = next(r for r in table.splitlines() if r.startswith("| ViT has more negative"))
     assert "| 3 |" in row and "towards the paper" in row and "-0.1 → +0.3" in row
@@ -102,16 +103,16 @@ def test_table_reads_the_first_epoch_from_which_a_claim_holds() -> None:
 
 def test_curves_round_trip_and_plot() -> None:
     c = _hand_curves(nep_vit=[0.1, 0.5], nep_cnn=[0.2, 0.2])
-    back = S.ClaimCurves.from_json(c.to_json())
+    back = CC.ClaimCurves.from_json(c.to_json())
     assert back.models == c.models and back.msa == c.msa and back.x_labels == c.x_labels
     np.testing.assert_array_equal(back.values["NEP"]["vit"], c.values["NEP"]["vit"])
     np.testing.assert_array_equal(back.x["cnn"], c.x["cnn"])
     fig = plot_over_training(c)
     # two model curves and one snapshot marker per panel; each step moves the markers (data, not only shapes)
-    assert len(fig.data) == 3 * len(S.METRICS) and len(fig.layout.sliders[0].steps) == 2
+    assert len(fig.data) == 3 * len(CC.METRICS) and len(fig.layout.sliders[0].steps) == 2
     step = fig.layout.sliders[0].steps[1]
-    assert step.method == "update" and step.args[0]["x"] == [[1.0]] * len(S.METRICS)
-    assert list(step.args[2]) == list(range(2 * len(S.METRICS), 3 * len(S.METRICS)))
+    assert step.method == "update" and step.args[0]["x"] == [[1.0]] * len(CC.METRICS)
+    assert list(step.args[2]) == list(range(2 * len(CC.METRICS), 3 * len(CC.METRICS)))
     refs = [s.y0 for s in fig.layout.shapes]
     assert refs == [0.5, 0.5, 0.0, 0.0, 0.0]  # the paper's thresholds, where it gives one
     assert list(plot_over_scale(c).data[0].x) == ["0", "1"]
@@ -140,7 +141,7 @@ def test_runs_without_snapshots_are_refused_and_scale_points_are_trained_here(mo
         return {label: ToyTrained(model, snaps, [0.5]) for label in runs}
 
     monkeypatch.setattr(S, "train_runs", fake_train_runs)
-    monkeypatch.setattr(S, "claim_metrics", lambda m, d, c, s: {k: 0.0 for k in S.METRICS})
+    monkeypatch.setattr(S, "claim_metrics", lambda m, d, c, s: {k: 0.0 for k in CC.METRICS})
     curves = S.over_scale({"vit_ti | small": {}, "vit_ti | wide": {}}, "model size",
                           {**cfg, "weights": "official"}, data)
     assert seen["weights"] == "trained" and curves.x_labels["vit_ti"] == ["small", "wide"]
@@ -149,13 +150,13 @@ def test_runs_without_snapshots_are_refused_and_scale_points_are_trained_here(mo
 def test_claim_metrics_are_measured_once_per_weights_data_and_settings(monkeypatch) -> None:
     model, snaps, data, cfg = _toy()
     calls = []
-    monkeypatch.setattr(S, "_measure", lambda m, d, c, s: calls.append(1) or {k: float(len(calls)) for k in S.METRICS})
-    monkeypatch.setattr(S, "_MEASURED", {})
-    first = S.claim_metrics(model, data, cfg)
-    assert S.claim_metrics(model, data, cfg) == first and len(calls) == 1  # same weights: measured once
+    monkeypatch.setattr(CC, "_measure", lambda m, d, c, s: calls.append(1) or {k: float(len(calls)) for k in CC.METRICS})
+    monkeypatch.setattr(CC, "_MEASURED", {})
+    first = CC.claim_metrics(model, data, cfg)
+    assert CC.claim_metrics(model, data, cfg) == first and len(calls) == 1  # same weights: measured once
     model.load_state_dict(snaps[2])
-    assert S.claim_metrics(model, data, cfg)["NEP"] == 2.0  # other weights
-    assert S.claim_metrics(model, data, cfg, seed=1)["NEP"] == 3.0  # another seed
-    assert S.claim_metrics(model, data, {**cfg, "analysis_noise_eps": 9.0})["NEP"] == 4.0  # other settings
+    assert CC.claim_metrics(model, data, cfg)["NEP"] == 2.0  # other weights
+    assert CC.claim_metrics(model, data, cfg, seed=1)["NEP"] == 3.0  # another seed
+    assert CC.claim_metrics(model, data, {**cfg, "analysis_noise_eps": 9.0})["NEP"] == 4.0  # other settings
     other = {**data, "images": [(x + 1, y) for x, y in data["images"]]}
-    assert S.claim_metrics(model, other, cfg)["NEP"] == 5.0  # other images
+    assert CC.claim_metrics(model, other, cfg)["NEP"] == 5.0  # other images

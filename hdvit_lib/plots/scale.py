@@ -7,7 +7,7 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from hdvit_lib.experiments.scale import METRICS, ClaimCurves
+from hdvit_lib.analysis.claim_curves import METRICS, ClaimCurves
 
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
 _COLS = 2
