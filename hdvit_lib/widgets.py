@@ -6,15 +6,18 @@ has a plotly twin in the chapter (a slider over precomputed results, e.g.
 values that were not precomputed, computed on demand by a library function and cached.
 
 Nothing here runs a computation when the control is built (papermill executes chapters without
-anyone touching the controls): work happens only when a reader moves a control.
+anyone touching the controls): work happens only when a reader moves a control. The chapters'
+controls (:func:`model_picker`, :func:`live_sweep_control`) compute with the chapter's own steps
+(``hdvit_lib.experiments``), imported when a control is built.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["LiveControl", "live_control"]
+__all__ = ["LiveControl", "live_control", "live_sweep_control", "model_picker"]
 
 
 class LiveControl:
@@ -114,3 +117,43 @@ def live_control(
     (default: the result itself, e.g. a plotly Figure). Builds no result at construction time.
     """
     return LiveControl(values, compute, render, description, precomputed, value, kind)
+
+
+def model_picker(
+    analyse: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+    plot: Callable[[Mapping[str, Any]], Any],
+    cfg: dict[str, Any],
+    batches: Any,
+    precomputed: Mapping[str, Any],
+    seed: int = 0,
+) -> LiveControl:
+    """A live-kernel dropdown over every zoo model (chapters 02, 08-10): shows ``plot({name: result})``
+    for the chosen model, where ``result`` is precomputed or computed on demand (train/load from the
+    cache, one feature pass: ``experiments.representation.features_by_model``, then ``analyse``, e.g.
+    ``variance_by_model``). The chapter's plotly dropdown is its static-site twin."""
+    from hdvit_lib.experiments import representation as rep
+    from hdvit_lib.models import REGISTRY_NAMES
+
+    def compute(name: str) -> Any:
+        features = rep.features_by_model(rep.train_models([name], cfg, seed=seed), batches, cfg)
+        return analyse(features)[name]
+
+    first = next(iter(precomputed), REGISTRY_NAMES[0])
+    names = list(dict.fromkeys([*REGISTRY_NAMES, *precomputed]))  # e.g. the ImageNet models
+    return live_control(names, compute, render=lambda r: plot({r.model: r}),
+                        description="model", precomputed=precomputed, value=first, kind="dropdown")
+
+
+def live_sweep_control(cfg: dict[str, Any], model: str, setting: str, values: Sequence[Any],
+                       batches: Any, precomputed: Mapping[Any, Any] | None = None,
+                       seed: int = 0, tag: int | str = "final", kind: str = "slider") -> LiveControl:
+    """An ipywidgets slider (``kind="dropdown"``: a dropdown) over ``values`` of ``setting`` (e.g.
+    ``patch_size``, ``window``, ``global_pool``; chapters 05-07): shows the precomputed Hessian
+    spectrum, or trains/loads the model and computes it at snapshot ``tag`` live (needs a kernel;
+    ``experiments.landscape.sweep_spectrum``, drawn by ``plots.hessian.live_spectrum_control``)."""
+    from hdvit_lib.experiments.landscape import sweep_spectrum
+    from hdvit_lib.plots.hessian import live_spectrum_control
+
+    compute = functools.partial(sweep_spectrum, cfg=cfg, model=model, setting=setting, batches=batches,
+                                seed=seed, tag=tag)
+    return live_spectrum_control(values, compute, setting, precomputed, tag, kind)

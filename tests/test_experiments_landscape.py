@@ -21,7 +21,7 @@ from hdvit_lib.plots.hessian import plot_spectra_over_training
 from hdvit_lib.plots.landscape import plot_error_vs_nll, plot_trajectories
 from hdvit_lib.presets import get_preset
 from hdvit_lib.train.cache import model_at, training_overrides
-from hdvit_lib.widgets import live_control
+from hdvit_lib.widgets import live_control, live_sweep_control
 
 torch.set_num_threads(1)
 
@@ -398,7 +398,7 @@ def test_classifier_runs_and_the_live_control_switch_global_pool() -> None:
     with pytest.raises(ValueError, match="'token', 'avg'"):
         L.classifier_runs("vit_ti", ["max"])
     pre = {"token": spec([[3.0, -1.0]]), "avg": spec([[2.0, 1.0]])}
-    ctl = L.live_sweep_control({"name": "smoke"}, "vit_ti", "global_pool", list(L.CLASSIFIERS), [],
+    ctl = live_sweep_control({"name": "smoke"}, "vit_ti", "global_pool", list(L.CLASSIFIERS), [],
                                precomputed=pre, tag="warmup", kind="dropdown")
     assert ctl.kind == "dropdown" and ctl.calls == 0
     fig = ctl.result("avg")  # precomputed: no training, no Hessian

@@ -18,6 +18,7 @@ from hdvit_lib.analysis.variance import VarianceResult, pooled_fraction
 from hdvit_lib.experiments import representation as rep
 from hdvit_lib.models import get_model
 from hdvit_lib.presets import get_preset
+from hdvit_lib.widgets import model_picker
 
 torch.set_num_threads(1)
 CFG = {**get_preset("smoke"), "device": "cpu"}
@@ -241,7 +242,7 @@ def test_model_picker_computes_only_what_is_not_precomputed(models_and_batches, 
 
     monkeypatch.setattr(rep, "train_models", fake_train)
     shown = []
-    picker = rep.model_picker(rep.variance_by_model, lambda r: shown.append(dict(r)), CFG, batches, pre)
+    picker = model_picker(rep.variance_by_model, lambda r: shown.append(dict(r)), CFG, batches, pre)
     assert picker.calls == 0 and trained_calls == []
     picker.control.value = "swin_ti"
     assert picker.calls == 1 and trained_calls == [["swin_ti"]]

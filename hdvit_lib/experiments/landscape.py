@@ -20,7 +20,6 @@ classify models by their block kinds, never by name.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -48,7 +47,6 @@ from hdvit_lib.experiments.common import (  # noqa: F401
     train_runs,
     with_snapshots,
 )
-from hdvit_lib.plots.hessian import live_spectrum_control
 from hdvit_lib.train.cache import model_at, module_of
 
 #: Fig. 1 and Fig. 4 compare these two.
@@ -211,20 +209,6 @@ def trajectories(trained: Mapping[str, Any], cfg: dict[str, Any] | None = None, 
         epochs = t.snapshots()
         out[label] = trajectory([t.snapshot(e) for e in epochs], t.snapshot("final"))
     return out
-
-
-# --------------------------------------------------------------------------- live controls
-
-
-def live_sweep_control(cfg: dict[str, Any], model: str, setting: str, values: Sequence[Any],
-                       batches: Batches, precomputed: Mapping[Any, HessianSpectrum] | None = None,
-                       seed: int = 0, tag: int | str = "final", kind: str = "slider") -> Any:
-    """An ipywidgets slider (``kind="dropdown"``: a dropdown) over ``values`` of ``setting`` (e.g.
-    ``patch_size``, ``window``, ``global_pool``): shows the precomputed spectrum, or trains/loads the
-    model and computes it at snapshot ``tag`` live (needs a kernel; :func:`sweep_spectrum`)."""
-    compute = functools.partial(sweep_spectrum, cfg=cfg, model=model, setting=setting, batches=batches,
-                                seed=seed, tag=tag)
-    return live_spectrum_control(values, compute, setting, precomputed, tag, kind)
 
 
 # --------------------------------------------------------------------------- claim checks
@@ -444,7 +428,7 @@ def sweep_spectrum(value: Any, *, cfg: dict[str, Any], model: str, setting: str,
                    seed: int = 0, tag: int | str = "final") -> dict[str, HessianSpectrum]:
     """Train (or load) ``model`` with ``{setting: value}``: ``{label: its Hessian spectrum}`` at
     snapshot ``tag`` (default: final weights); the ``compute`` of the live controls of chapters 05,
-    06 and 07."""
+    06 and 07 (``hdvit_lib.widgets.live_sweep_control``)."""
     t = train_runs({f"{model} {setting}={value}": run_spec(model, **{setting: value})}, cfg, seed)
     label, tr = next(iter(t.items()))
     m = tr.model if tag == "final" else model_at(tr, tag)

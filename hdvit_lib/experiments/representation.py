@@ -20,7 +20,7 @@ chapters -- share one forward pass. Claim checks classify models by their block 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from hdvit_lib.claims import Claim, majority_part, proportion_se, verdict
 from hdvit_lib.data.batches import Batches
 
 # Chapters call ``rep.train_models`` (re-exported: the zoo entries, ``Trained``, as in every chapter group).
-from hdvit_lib.experiments.common import train_models
+from hdvit_lib.experiments.common import train_models  # noqa: F401
 from hdvit_lib.presets import FAMILIES, PAPER_SCALE
 from hdvit_lib.train.cache import module_of
 
@@ -129,30 +129,6 @@ def fourier_features(
           f"as in the paper, on {n} Imagenette validation images (224x224, ImageNet mean/std)"
           + (f"; {', '.join(rest)}: the CIFAR-style models trained here, on the preset's test images." if rest else "."))
     return {**features_by_model(models, images, cfg), **features_by_model(rest, batches, cfg)}
-
-
-def model_picker(
-    analyse: Callable[[Mapping[str, Features]], Mapping[str, Any]],
-    plot: Callable[[Mapping[str, Any]], Any],
-    cfg: dict[str, Any],
-    batches: Batches,
-    precomputed: Mapping[str, Any],
-    seed: int = 0,
-) -> Any:
-    """A live-kernel dropdown over every zoo model: shows ``plot({name: result})`` for the chosen
-    model, where ``result`` is precomputed or computed on demand (train/load from the cache, one
-    feature pass, ``analyse``). The chapter's plotly dropdown is its static-site twin."""
-    from hdvit_lib.models import REGISTRY_NAMES
-    from hdvit_lib.widgets import live_control
-
-    def compute(name: str) -> Any:
-        features = features_by_model(train_models([name], cfg, seed=seed), batches, cfg)
-        return analyse(features)[name]
-
-    first = next(iter(precomputed), REGISTRY_NAMES[0])
-    names = list(dict.fromkeys([*REGISTRY_NAMES, *precomputed]))  # e.g. the ImageNet models
-    return live_control(names, compute, render=lambda r: plot({r.model: r}),
-                        description="model", precomputed=precomputed, value=first, kind="dropdown")
 
 
 # --------------------------------------------------------------------------- analyses per model
