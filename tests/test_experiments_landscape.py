@@ -474,3 +474,13 @@ def test_snapshot_analyses_train_the_official_models_here(monkeypatch, capsys) -
     assert own["vit"] == pytest.approx(float((model.weight + 1).sum().detach()))
     with pytest.raises(ValueError, match="no snapshots.*trajectories\\(trained, cfg\\)"):
         L.trajectories({"vit": FakeOfficial(model)})
+
+
+def test_conv_and_msa_tell_models_apart_by_their_blocks() -> None:
+    """A Conv model has conv blocks and no MSA; an MSA model has MSA blocks (AlterNet too); the
+    first of each in order, None where there is none."""
+    from hdvit_lib.analysis.layout import conv_and_msa
+
+    kinds = {"mlp_only": ["embed", "mlp"], "alt": ["conv", "msa"], "res": ["conv", "pool"], "res2": ["conv"]}
+    assert conv_and_msa(kinds) == ("res", "alt")
+    assert conv_and_msa({"res": ["conv"]}) == ("res", None)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hdvit_lib.analysis.cka import CKAResult, stage_similarity
-from hdvit_lib.analysis.features import clear_cache
+from hdvit_lib.analysis.features import clear_cache, features_cache_dir
 from hdvit_lib.analysis.fourier import FourierResult
 from hdvit_lib.analysis.lesion import LesionResult, end_of_stage_lesion
 from hdvit_lib.analysis.robustness import RobustnessResult, band_means, matched_rms
@@ -222,7 +222,7 @@ def test_paper_preset_keeps_float16_features_in_memory_only(models_and_batches, 
     one = {"swin_ti": models["swin_ti"]}
     half = rep.features_by_model(one, batches, {"name": "paper", "device": "cpu"})["swin_ti"]
     full = rep.features_by_model(one, batches, CFG)["swin_ti"]
-    assert half.outputs[1].dtype == torch.float16 and rep.features_cache_dir({"name": "paper"}) is None
+    assert half.outputs[1].dtype == torch.float16 and features_cache_dir({"name": "paper"}) is None
     v16, v32 = rep.variance_by_model({"m": half})["m"], rep.variance_by_model({"m": full})["m"]
     np.testing.assert_allclose(v16.variance[:-1], v32.variance[:-1], rtol=2e-3)  # last block: logits, NaN
     assert not list((tmp_path / "features").glob("*float16.pt"))

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -153,6 +154,16 @@ def tensor_hash(*tensors: torch.Tensor | None) -> str:
 def _hash_tensor(h: hashlib._Hash, t: torch.Tensor) -> None:
     h.update(f"{t.dtype}{tuple(t.shape)}".encode())
     h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def features_cache_dir(cfg: dict[str, Any]) -> Path | None:
+    """Where a preset ``cfg`` caches features on disk (``extract_features``' ``cache_dir``): beside
+    the model cache for ``smoke``/``cpu``; ``None`` (memory only) for ``paper``, whose per-block
+    outputs of 1000 images take gigabytes."""
+    from hdvit_lib.presets import PAPER_SCALE
+    from hdvit_lib.zoo import default_cache_dir
+
+    return None if cfg["name"] in PAPER_SCALE else default_cache_dir() / "features"
 
 
 @torch.no_grad()

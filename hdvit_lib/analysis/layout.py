@@ -4,7 +4,7 @@ repeating pattern they form."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +115,15 @@ def repeating_pattern(layout: BlockLayout) -> dict[str, Any]:
         "msa_then_mlp": float(np.mean(then_mlp)) if then_mlp else float("nan"),
         "msa_stage_end": float(np.mean(ends)) if ends else float("nan"),
     }
+
+
+def conv_and_msa(kinds: Mapping[str, Collection[str]]) -> tuple[str | None, str | None]:
+    """The first label whose block kinds make a Conv model (``conv`` blocks, no ``msa``: ResNet)
+    and the first with ``msa`` blocks (ViT, PiT, Swin, AlterNet), or None where there is none: the
+    claim checks compare the two and tell models apart by their blocks, never by name."""
+    conv = next((k for k, ks in kinds.items() if "conv" in ks and "msa" not in ks), None)
+    msa = next((k for k, ks in kinds.items() if "msa" in ks), None)
+    return conv, msa
 
 
 def describe_patterns(layouts: Mapping[str, BlockLayout]) -> str:

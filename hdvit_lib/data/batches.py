@@ -5,7 +5,7 @@ and label smoothing), test images for the per-block analyses, and pixel images f
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -87,6 +87,14 @@ def analysis_batches(cfg: dict[str, Any], seed: int = 0, n_images: int | None = 
     if seen < n:
         print(f"the test split holds only {seen} images (asked for {n})")
     return out
+
+
+def image_size(batches: Iterable | torch.Tensor) -> tuple[int, int]:
+    """(height, width) of the images of ``batches``: a tensor, or batches of tensors or of
+    ``(images, labels)`` pairs (the first batch is read)."""
+    x = batches if isinstance(batches, torch.Tensor) else next(iter(batches))
+    x = x[0] if isinstance(x, (tuple, list)) else x
+    return int(x.shape[-2]), int(x.shape[-1])
 
 
 def corruption_images(cfg: Mapping[str, Any], n: int | None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

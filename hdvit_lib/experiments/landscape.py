@@ -36,6 +36,7 @@ from hdvit_lib.analysis.landscape import (
     loss_landscape,
     trajectory,
 )
+from hdvit_lib.analysis.layout import conv_and_msa
 from hdvit_lib.analysis.spectra import hessian_spectrum, spectra
 from hdvit_lib.claims import Claim, less_part, verdict
 from hdvit_lib.data.batches import Batches, hessian_batches
@@ -214,14 +215,10 @@ def trajectories(trained: Mapping[str, Any], cfg: dict[str, Any] | None = None, 
 # --------------------------------------------------------------------------- claim checks
 
 
-def _kinds(trained_or_model: Any) -> set[str]:
-    return {b.kind for b in module_of(trained_or_model).blocks()}
-
-
 def pick_conv_msa(trained: Mapping[str, Any]) -> tuple[str, str]:
-    """The labels of the first Conv model (conv blocks, no MSA) and the first MSA model."""
-    conv = next((k for k, t in trained.items() if "conv" in _kinds(t) and "msa" not in _kinds(t)), None)
-    msa = next((k for k, t in trained.items() if "msa" in _kinds(t)), None)
+    """The labels of the first Conv model (conv blocks, no MSA) and the first MSA model
+    (:func:`~hdvit_lib.analysis.layout.conv_and_msa` of their blocks' kinds)."""
+    conv, msa = conv_and_msa({k: {b.kind for b in module_of(t).blocks()} for k, t in trained.items()})
     if conv is None or msa is None:
         raise ValueError(f"need a Conv model and an MSA model; got {list(trained)}")
     return conv, msa

@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from hdvit_lib.analysis.cka import CKAResult, cka_matrix, stage_similarity
-from hdvit_lib.analysis.features import Features, extract_features
+from hdvit_lib.analysis.features import Features, extract_features, features_cache_dir
 from hdvit_lib.analysis.fourier import FourierResult, fourier_analysis
+from hdvit_lib.analysis.layout import conv_and_msa
 from hdvit_lib.analysis.lesion import LesionResult, end_of_stage_lesion, lesion_study
 from hdvit_lib.analysis.robustness import (
     DEFAULT_F_CENTERS,
@@ -44,7 +44,7 @@ from hdvit_lib.analysis.variance import (
     pooled_fraction,
 )
 from hdvit_lib.claims import Claim, majority_part, proportion_se, verdict
-from hdvit_lib.data.batches import Batches
+from hdvit_lib.data.batches import Batches, image_size
 
 # Chapters call ``rep.train_models`` (re-exported: the zoo entries, ``Trained``, as in every chapter group).
 from hdvit_lib.experiments.common import train_models  # noqa: F401
@@ -71,14 +71,6 @@ def chapter_models(chapter: str, cfg: dict[str, Any], models: Sequence[str] | st
     if chapter not in table:
         raise ValueError(f"chapter={chapter!r} is unknown; choose one of {', '.join(table)}")
     return list(table[chapter])
-
-
-def features_cache_dir(cfg: dict[str, Any]) -> Path | None:
-    """Where features are cached on disk: beside the model cache for ``smoke``/``cpu``; ``None``
-    (memory only) for ``paper``, whose per-block outputs of 1000 images take gigabytes."""
-    from hdvit_lib.zoo import default_cache_dir
-
-    return None if cfg["name"] in PAPER_SCALE else default_cache_dir() / "features"
 
 
 def features_by_model(
@@ -162,18 +154,12 @@ def frequency_robustness_by_model(
     if magnitude is None:
         magnitude = float(cfg["analysis_noise_eps"])
     if construction == "equal_power":
-        magnitude = matched_rms(_image_size(batches), DEFAULT_F_CENTERS, 0.1, magnitude)
+        magnitude = matched_rms(image_size(batches), DEFAULT_F_CENTERS, 0.1, magnitude)
     return {
         name: frequency_robustness(module_of(m), batches, magnitude=magnitude, seed=seed, device=cfg.get("device"),
                                    model_name=name, construction=construction)
         for name, m in models.items()
     }
-
-
-def _image_size(batches: Iterable | torch.Tensor) -> tuple[int, int]:
-    x = batches if isinstance(batches, torch.Tensor) else next(iter(batches))
-    x = x[0] if isinstance(x, (tuple, list)) else x
-    return int(x.shape[-2]), int(x.shape[-1])
 
 
 def cka_by_model(features: Mapping[str, Features], batch_size: int = 64) -> dict[str, CKAResult]:
@@ -258,13 +244,6 @@ def claim_high_frequency(results: Mapping[str, FourierResult], preset: str = "")
                         "msa_lower_fraction", "conv_mlp_raise_fraction")
 
 
-def _pick(results: Mapping[str, Any], msa: bool) -> str | None:
-    for name, r in results.items():
-        if has_msa(r.kinds) == msa and (msa or "conv" in r.kinds):
-            return name
-    return None
-
-
 def _blocks(n: int) -> str:
     return f"{n} block" + ("" if n == 1 else "s")
 
@@ -280,7 +259,7 @@ def claim_fourier(
     model under high-frequency noise (bands >= ``HIGH_BAND`` pi). Holds when both do."""
     paper = ("MSAs (ViT) reduce high-frequency signals while Convs (ResNet) amplify them (Fig. 2a), so ViT is "
              "robust against high-frequency noise and ResNet is vulnerable to it (Fig. 2b); Sec. 3.")
-    cnn, vit = _pick(fourier, msa=False), _pick(fourier, msa=True)
+    cnn, vit = conv_and_msa({name: r.kinds for name, r in fourier.items()})
     if cnn is None or vit is None:
         raise ValueError(f"claim_fourier needs a Conv model and an MSA model; got {list(fourier)}")
     measured: dict[str, float] = {}
