@@ -7,7 +7,7 @@ the notebook displays it. ``holds`` is None where the run cannot decide (e.g. Na
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 #: The words of each outcome of :func:`verdict`, for every chapter.
@@ -225,3 +225,34 @@ def less_part(a: float, se_a: float, b: float, se_b: float, what: str) -> tuple[
         return None, f"{what}: {a:.3g} vs {b:.3g}, within 2 SE ({2 * se:.2g}): undecided at this power"
     return diff > 0, f"{what}: {a:.3g} vs {b:.3g} (2 SE = {2 * se:.2g})"
 
+
+
+def less_than(a: float, b: float) -> bool | None:
+    """``a < b`` as a part of a claim, or None (undecided) where either number is NaN (not measured)."""
+    return None if (math.isnan(a) or math.isnan(b)) else a < b
+
+
+def verdict_text(parts: Sequence[bool | None], words: Sequence[str]) -> tuple[bool | None, str]:
+    """:func:`verdict` of a claim's ``parts`` and its text: the outcome, then each part's words
+    (``(a) ...``, ``(b) ...``) joined by "; ", ending with a period."""
+    holds, head = verdict(parts)
+    return holds, f"{head}: " + "; ".join(words) + "."
+
+
+def per_model(summaries: Mapping[str, Mapping[str, float]], quantities: Sequence[str]) -> dict[str, float]:
+    """A claim's ``measured`` numbers from per-model summaries (e.g. ``spectrum_summary`` of each
+    model's Hessian spectrum): ``"{model}: {quantity}"``, model by model."""
+    return {f"{k}: {q}": s[q] for k, s in summaries.items() for q in quantities}
+
+
+def standard_errors(summaries: Mapping[str, Mapping[str, float]], quantity: str) -> dict[str, float]:
+    """The standard error of ``quantity`` per model (each summary's ``"{quantity} SE"``), keyed as
+    :func:`per_model` keys the value: a claim's ``uncertainty``."""
+    return {f"{k}: {quantity}": s[f"{quantity} SE"] for k, s in summaries.items()}
+
+
+def summary_less(a: Mapping[str, float], b: Mapping[str, float], quantity: str,
+                 what: str | None = None) -> tuple[bool | None, str]:
+    """:func:`less_part` of ``quantity`` between two summaries (e.g. two models' ``spectrum_summary``),
+    each with its standard error ``"{quantity} SE"``; ``what`` names it in the words (default ``quantity``)."""
+    return less_part(a[quantity], a[f"{quantity} SE"], b[quantity], b[f"{quantity} SE"], what or quantity)

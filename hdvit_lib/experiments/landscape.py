@@ -38,7 +38,15 @@ from hdvit_lib.analysis.landscape import (
 )
 from hdvit_lib.analysis.layout import conv_and_msa
 from hdvit_lib.analysis.spectra import hessian_spectrum, spectra
-from hdvit_lib.claims import Claim, less_part, verdict
+from hdvit_lib.claims import (
+    Claim,
+    less_than,
+    per_model,
+    standard_errors,
+    summary_less,
+    verdict,
+    verdict_text,
+)
 from hdvit_lib.data.batches import Batches, hessian_batches
 
 # Chapters call ``ex.train_runs`` / ``ex.train_models`` (re-exported: the chapter group's training step).
@@ -224,10 +232,6 @@ def pick_conv_msa(trained: Mapping[str, Any]) -> tuple[str, str]:
     return conv, msa
 
 
-def _lt(a: float, b: float) -> bool | None:
-    return None if (math.isnan(a) or math.isnan(b)) else a < b
-
-
 def claim_landscape(lands: Mapping[str, Landscape], per_tag: Mapping[str, Mapping[str, HessianSpectrum]],
                     conv: str, msa: str, preset: str = "") -> Claim:
     """Fig. 1's claim: MSAs flatten the loss landscape (the ViT's surface is less curved and its
@@ -250,19 +254,13 @@ def claim_landscape(lands: Mapping[str, Landscape], per_tag: Mapping[str, Mappin
     tags = list(per_tag)
     summ = {tag: {k: spectrum_summary(per_tag[tag][k]) for k in (conv, msa)} for tag in tags}
     last = tags[-1]
-    for tag in tags:
-        for k in (conv, msa):
-            measured[f"{k} @ {tag}: NEP"] = summ[tag][k]["NEP"]
-    for k in (conv, msa):
-        measured[f"{k} @ {last}: APE"] = summ[last][k]["APE"]
-        measured[f"{k} @ {last}: median max eigenvalue"] = summ[last][k]["median max eigenvalue"]
+    at_tag = {f"{k} @ {tag}": summ[tag][k] for tag in tags for k in (conv, msa)}
+    measured |= per_model(at_tag, ("NEP",))
+    measured |= per_model({f"{k} @ {last}": summ[last][k] for k in (conv, msa)}, ("APE", "median max eigenvalue"))
     early = "warmup" if "warmup" in summ else tags[0]
-    a = _lt(curv[msa], curv[conv])
-    b = _lt(summ[last][msa]["median max eigenvalue"], summ[last][conv]["median max eigenvalue"])
-    se = {f"{k} @ {tag}: NEP": summ[tag][k]["NEP SE"] for tag in tags for k in (conv, msa)}
-    c, _ = less_part(summ[early][conv]["NEP"], summ[early][conv]["NEP SE"],
-                     summ[early][msa]["NEP"], summ[early][msa]["NEP SE"], "NEP")
-    holds, head = verdict([a, b, c])
+    a = less_than(curv[msa], curv[conv])
+    b = less_than(summ[last][msa]["median max eigenvalue"], summ[last][conv]["median max eigenvalue"])
+    c, _ = summary_less(summ[early][conv], summ[early][msa], "NEP")
     sm, sc = summ[last][msa], summ[last][conv]
     words = [
         f"(a) {msa}'s surface is {'less' if a else 'more'} curved than {conv}'s ({curv[msa]:.3g} vs {curv[conv]:.3g})"
@@ -275,7 +273,8 @@ def claim_landscape(lands: Mapping[str, Landscape], per_tag: Mapping[str, Mappin
         f"(c) undecided at this power: NEP at {early} {summ[early][msa]['NEP']:.0%} ({msa}) vs "
         f"{summ[early][conv]['NEP']:.0%} ({conv}), within 2 SE (bootstrap over mini-batches)",
     ]
-    return Claim(paper, measured, holds, f"{head}: " + "; ".join(words) + ".", preset, uncertainty=se)
+    holds, text = verdict_text([a, b, c], words)
+    return Claim(paper, measured, holds, text, preset, uncertainty=standard_errors(at_tag, "NEP"))
 
 
 def claim_negative_eigenvalues(specs: Mapping[str, HessianSpectrum], conv: str, msa: str, msa_small: str,
@@ -290,13 +289,11 @@ def claim_negative_eigenvalues(specs: Mapping[str, HessianSpectrum], conv: str, 
              "eigenvalues are small; a ViT trained on 6% of the data has more and larger negative eigenvalues: "
              "large data sets suppress them; Sec. 2, Fig. 4.")
     s = {k: spectrum_summary(specs[k]) for k in (conv, msa, msa_small)}
-    measured = {f"{k}: {q}": s[k][q] for k in (conv, msa, msa_small)
-                for q in ("NEP", "APE", "median |negative|", "median positive")}
-    se = {f"{k}: NEP": s[k]["NEP SE"] for k in (conv, msa, msa_small)}
-    a, _ = less_part(s[conv]["NEP"], s[conv]["NEP SE"], s[msa]["NEP"], s[msa]["NEP SE"], "NEP")
-    b = _lt(s[msa]["median positive"], s[conv]["median positive"])
-    share, _ = less_part(s[msa]["NEP"], s[msa]["NEP SE"], s[msa_small]["NEP"], s[msa_small]["NEP SE"], "NEP")
-    mag = _lt(s[msa]["median |negative|"], s[msa_small]["median |negative|"])
+    measured = per_model(s, ("NEP", "APE", "median |negative|", "median positive"))
+    a, _ = summary_less(s[conv], s[msa], "NEP")
+    b = less_than(s[msa]["median positive"], s[conv]["median positive"])
+    share, _ = summary_less(s[msa], s[msa_small], "NEP")
+    mag = less_than(s[msa]["median |negative|"], s[msa_small]["median |negative|"])
     c = None if share is None else bool(share and mag is not False)  # NEP decides; magnitude if measured
     holds, head = verdict([a, b, c])
     words = [
@@ -311,7 +308,7 @@ def claim_negative_eigenvalues(specs: Mapping[str, HessianSpectrum], conv: str, 
         ". (Each part: " + ", ".join(f"({p}) {'yes' if f else 'no' if f is False else 'n/a'}"
                                     for p, f in zip("abc", (a, b, c))) + "; n/a: not measured or NEPs within 2 SE, "
         "bootstrap over mini-batches.)")
-    return Claim(paper, measured, holds, text, preset, uncertainty=se)
+    return Claim(paper, measured, holds, text, preset, uncertainty=standard_errors(s, "NEP"))
 
 
 def _or_none(x: float) -> str:
@@ -331,17 +328,16 @@ def claim_gap_classifier(specs: Mapping[str, HessianSpectrum], cls: str, gap: st
              "eigenvalues than with a CLS token, at the end of warm-up): loss landscape smoothing methods "
              "aid ViT training; Sec. 2, Fig. 6.")
     s = {k: spectrum_summary(specs[k]) for k in (cls, gap)}
-    measured = {f"{k}: {q}": s[k][q] for k in (cls, gap) for q in ("NEP", "APE", "median |negative|")}
-    se = {f"{k}: NEP": s[k]["NEP SE"] for k in (cls, gap)}
-    if _lt(s[gap]["NEP"], s[cls]["NEP"]) is None:
+    measured = per_model(s, ("NEP", "APE", "median |negative|"))
+    se = standard_errors(s, "NEP")
+    if less_than(s[gap]["NEP"], s[cls]["NEP"]) is None:
         return Claim(paper, measured, None, "undecided in this run: a spectrum has no finite eigenvalues.", preset,
                      uncertainty=se)
-    lower, nep_words = less_part(s[gap]["NEP"], s[gap]["NEP SE"], s[cls]["NEP"], s[cls]["NEP SE"],
-                                 f"NEP with {gap} vs {cls}")
-    holds, head = verdict([lower])
-    text = (f"{head}: {nep_words}; APE {s[gap]['APE']:.3g} vs {s[cls]['APE']:.3g}; "
-               f"median |negative| {_or_none(s[gap]['median |negative|'])} vs {_or_none(s[cls]['median |negative|'])}; "
-               f"from {np.asarray(specs[gap].eigenvalues).size} eigenvalues per model.")
+    lower, nep_words = summary_less(s[gap], s[cls], "NEP", f"NEP with {gap} vs {cls}")
+    holds, text = verdict_text([lower], [
+        nep_words, f"APE {s[gap]['APE']:.3g} vs {s[cls]['APE']:.3g}",
+        f"median |negative| {_or_none(s[gap]['median |negative|'])} vs {_or_none(s[cls]['median |negative|'])}",
+        f"from {np.asarray(specs[gap].eigenvalues).size} eigenvalues per model"])
     return Claim(paper, measured, holds, text, preset, uncertainty=se)
 
 
@@ -373,13 +369,13 @@ def claim_error_vs_nll(fit: FitResult, preset: str = "", strong: float = 0.5) ->
             no_overfit.append(bool(fit.nll_train[lo] >= fit.nll_train[hi]))
     a = None if math.isnan(rho) else rho > strong
     b = all(no_overfit) if no_overfit else None
-    holds, head = verdict([a, b])
     words = [f"Spearman's rho between training NLL and test error over {len(fit.labels)} runs is {rho:.2f} "
              f"({'above' if a else 'not above'} {strong})" if a is not None else "rho undecided (too few runs)"]
     if b is not None:
         words.append(f"{'every' if b else 'not every'} MSA model had a higher (or equal) training NLL on its smallest "
                      "data fraction (no overfitting)")
-    return Claim(paper, measured, holds, f"{head}: " + "; ".join(words) + ".", preset)
+    holds, text = verdict_text([a, b], words)
+    return Claim(paper, measured, holds, text, preset)
 
 
 def claim_local_msa(fit: FitResult, specs: Mapping[str, HessianSpectrum], global_label: str = "global",
@@ -394,23 +390,23 @@ def claim_local_msa(fit: FitResult, specs: Mapping[str, HessianSpectrum], global
              "test error than global MSAs, and have fewer negative Hessian eigenvalues; Sec. 2, Fig. 7.")
     if global_label not in fit.labels:
         raise ValueError(f"global_label={global_label!r} is not among the runs {fit.labels}")
+    nep = {label: spectrum_summary(specs[label])["NEP"] for label in fit.labels if label in specs}
     measured: dict[str, float] = {}
     for i, label in enumerate(fit.labels):
         measured[f"{label}: error"] = float(fit.error_test[i])
         measured[f"{label}: NLL_train"] = float(fit.nll_train[i])
-        if label in specs:
-            measured[f"{label}: NEP"] = spectrum_summary(specs[label])["NEP"]
+        if label in nep:
+            measured[f"{label}: NEP"] = nep[label]
     g = fit.labels.index(global_label)
     local = [i for i in range(len(fit.labels)) if i != g]
     if not local:
         raise ValueError("claim_local_msa needs at least one local window besides global attention")
     best = min(local, key=lambda i: fit.error_test[i])
-    a = _lt(fit.error_test[best], fit.error_test[g])
-    b = _lt(min(fit.nll_train[i] for i in local), fit.nll_train[g])
-    neg_local = [spectrum_summary(specs[fit.labels[i]])["NEP"] for i in local if fit.labels[i] in specs]
-    neg_g = spectrum_summary(specs[global_label])["NEP"] if global_label in specs else float("nan")
-    c = _lt(float(np.mean(neg_local)) if neg_local else float("nan"), neg_g)
-    holds, head = verdict([a, b, c])
+    a = less_than(fit.error_test[best], fit.error_test[g])
+    b = less_than(min(fit.nll_train[i] for i in local), fit.nll_train[g])
+    neg_local = [nep[fit.labels[i]] for i in local if fit.labels[i] in nep]
+    neg_g = nep.get(global_label, float("nan"))
+    c = less_than(float(np.mean(neg_local)) if neg_local else float("nan"), neg_g)
     words = [
         (f"the best local window ({fit.labels[best]}) has test error {fit.error_test[best]:.1%} vs "
         f"{fit.error_test[g]:.1%} for global attention"),
@@ -418,7 +414,8 @@ def claim_local_msa(fit: FitResult, specs: Mapping[str, HessianSpectrum], global
         (f"mean NEP of the local windows {np.mean(neg_local) if neg_local else float('nan'):.0%} "
         f"vs {neg_g:.0%} for global attention"),
     ]
-    return Claim(paper, measured, holds, f"{head}: " + "; ".join(words) + ".", preset)
+    holds, text = verdict_text([a, b, c], words)
+    return Claim(paper, measured, holds, text, preset)
 
 
 def sweep_spectrum(value: Any, *, cfg: dict[str, Any], model: str, setting: str, batches: Batches,
