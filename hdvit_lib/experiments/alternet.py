@@ -39,7 +39,7 @@ from hdvit_lib.analysis.layout import (
     repeating_pattern,
     stage_table,
 )
-from hdvit_lib.claims import Claim, binomial_se, difference_part, verdict
+from hdvit_lib.claims import Claim, binomial_se, difference_part, verdict, verdict_text
 from hdvit_lib.data.batches import Batches, corruption_images
 from hdvit_lib.data.corruptions import CORRUPTIONS, SEVERITIES
 
@@ -182,14 +182,12 @@ def claim_buildup(trace: BuildUpTrace, n_test: int, preset: str = "") -> Claim:
     best = trace.best_metric
     se = math.sqrt(2) * binomial_se(base, n_test)
     part, words = difference_part(best - base, se, "best minus CNN baseline")
-    holds, head = verdict([part])
+    holds, text = verdict_text([part], [f"best placement {tuple(trace.best_placement)} ({trace.stop_reason})", words])
     measured = {"baseline accuracy": base, "best accuracy": best, "MSAs accepted": float(sum(trace.best_placement)),
                 "candidates evaluated": float(len(trace.metrics))}
     return Claim(paper="Replacing Convs at the end of stages with MSAs, one by one by the build-up rule, raises "
                  "CIFAR-100 accuracy from 82.5% (ResNet-50) to 84.0% (AlterNet-50) (Fig. 12a).",
-                 measured=measured, holds=holds,
-                 verdict=f"{head}: best placement {tuple(trace.best_placement)} ({trace.stop_reason}); {words}.",
-                 preset=preset)
+                 measured=measured, holds=holds, verdict=text, preset=preset)
 
 
 # --------------------------------------------------------------------------- Fig. 12b: robustness
@@ -331,11 +329,11 @@ def claim_small_data(result: DataFractionResult, alternet: str = "alternet50", c
     se = math.sqrt(2) * binomial_se(a[alternet], result.n_test)
     h_cnn, w_cnn = difference_part(a[alternet] - a[cnn], se, f"{alternet} - {cnn}")
     h_vit, w_vit = difference_part(a[alternet] - a[vit], se, f"{alternet} - {vit}")
-    holds, head = verdict([h_cnn, h_vit])
+    holds, text = verdict_text([h_cnn, h_vit], [f"at {result.fractions[j]:g} of the training set: {w_cnn}", w_vit])
     return Claim(paper="AlterNet outperforms CNNs not only in large data regimes but also in small data regimes "
                  "(abstract, Sec. 4).",
                  measured={f"{m} at fraction {result.fractions[j]:g}": v for m, v in a.items()}, holds=holds,
-                 verdict=f"{head}: at {result.fractions[j]:g} of the training set: {w_cnn}; {w_vit}.", preset=preset)
+                 verdict=text, preset=preset)
 
 
 def claim_local_global(result: DataFractionResult, local: str = "vit_local", glob: str = "vit_ti", preset: str = "") -> Claim:

@@ -43,7 +43,7 @@ from hdvit_lib.analysis.variance import (
     feature_map_variance,
     pooled_fraction,
 )
-from hdvit_lib.claims import Claim, majority_part, proportion_se, verdict
+from hdvit_lib.claims import Claim, majority_part, proportion_se, verdict, verdict_text
 from hdvit_lib.data.batches import Batches, image_size
 
 # Chapters call ``rep.train_models`` (re-exported: the zoo entries, ``Trained``, as in every chapter group).
@@ -291,8 +291,8 @@ def claim_fourier(
     else:
         words_b = (f"high-frequency noise changed {vit_b}'s accuracy by {100 * rb[vit_b][1]:+.1f} and {cnn_b}'s by "
                    f"{100 * rb[cnn_b][1]:+.1f} percentage points ({vit_b} {'more' if b else 'less'} robust)")
-    holds, head = verdict([a, b])
-    return Claim(paper, measured, holds, f"{head}: {words_a}; {words_b}.", preset)
+    holds, text = verdict_text([a, b], [words_a, words_b])
+    return Claim(paper, measured, holds, text, preset)
 
 
 def claim_similarity(
@@ -333,5 +333,5 @@ def claim_similarity(
                f"{'' if a else 's'} showed higher CKA within stages than across")
     words_b = ("(b) undecided: no stage holds two MSAs" if b is None else
                f"(b) removing the last MSA hurt more than removing the first in {sum(hits):.0f} of {n} stages")
-    holds, head = verdict([a, b])
-    return Claim(paper, measured, holds, f"{head}: {words_a}; {words_b}.", preset)
+    holds, text = verdict_text([a, b], [words_a, words_b])
+    return Claim(paper, measured, holds, text, preset)
