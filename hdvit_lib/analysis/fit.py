@@ -52,6 +52,18 @@ def patch_size_of(model: nn.Module) -> float:
     return float(ps[0] if isinstance(ps, (tuple, list)) else ps)
 
 
+def default_setting(model: str, setting: str, cfg: dict[str, Any]) -> Any:
+    """The value of ``setting`` (e.g. ``patch_size``) that ``model`` gets by default in preset ``cfg``
+    (tiny or paper size), or None if it has no such attribute."""
+    from hdvit_lib.models import get_model
+
+    m = get_model(model, tiny=bool(cfg["tiny"]))
+    if setting == "patch_size":
+        ps = patch_size_of(m)
+        return None if math.isnan(ps) else int(ps)
+    return getattr(m, setting, None)
+
+
 def fit_points(trained: Mapping[str, Any], cfg: dict[str, Any], seed: int = 0,
                n_images: int | None = None) -> FitResult:
     """Training NLL and test error of every zoo run ``{label: Trained}`` (Park & Kim 2022, Sec. 2,

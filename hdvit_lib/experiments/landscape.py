@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from hdvit_lib.analysis.fit import FitResult, patch_size_of, spearman
+from hdvit_lib.analysis.fit import FitResult, default_setting, spearman
 from hdvit_lib.analysis.hessian import HessianSpectrum, spectrum_summary
 from hdvit_lib.analysis.landscape import (
     Landscape,
@@ -96,18 +96,6 @@ def fraction_runs(models: Sequence[str], fractions: Sequence[float]) -> dict[str
 def patch_runs(model: str, patch_sizes: Sequence[int]) -> dict[str, dict[str, Any]]:
     """Runs of ``model`` with each patch size, labelled ``"vit_ti p4"``."""
     return {f"{model} p{p}": run_spec(model, patch_size=int(p)) for p in patch_sizes}
-
-
-def default_setting(model: str, setting: str, cfg: dict[str, Any]) -> Any:
-    """The value of ``setting`` (e.g. ``patch_size``) that ``model`` gets by default in preset ``cfg``
-    (tiny or paper size), or None if it has no such attribute."""
-    from hdvit_lib.models import get_model
-
-    m = get_model(model, tiny=bool(cfg["tiny"]))
-    if setting == "patch_size":
-        ps = patch_size_of(m)
-        return None if math.isnan(ps) else int(ps)
-    return getattr(m, setting, None)
 
 
 def inductive_bias_runs(models: Sequence[str], fraction_models: Sequence[str], fractions: Sequence[float],
