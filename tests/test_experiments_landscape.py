@@ -484,3 +484,13 @@ def test_conv_and_msa_tell_models_apart_by_their_blocks() -> None:
     kinds = {"mlp_only": ["embed", "mlp"], "alt": ["conv", "msa"], "res": ["conv", "pool"], "res2": ["conv"]}
     assert conv_and_msa(kinds) == ("res", "alt")
     assert conv_and_msa({"res": ["conv"]}) == ("res", None)
+
+
+def test_default_setting_reads_the_model_the_preset_builds() -> None:
+    """The plain run's patch size (chapter 05 shares it with the other chapters): the tiny ViT-Ti
+    cuts 4x4 patches, the paper-size one 2x2; a model without a patch embedding has none."""
+    from hdvit_lib.analysis.fit import default_setting
+
+    assert default_setting("vit_ti", "patch_size", {"tiny": True}) == 4
+    assert default_setting("vit_ti", "patch_size", {"tiny": False}) == 2
+    assert default_setting("resnet50", "patch_size", {"tiny": True}) is None
