@@ -351,3 +351,12 @@ def test_paper_preset_reads_cifar_from_the_default_root(tmp_path, monkeypatch):
     np.testing.assert_allclose((x * std + mean)[0].permute(1, 2, 0).numpy() * 255, images[0], atol=1e-3)
     with pytest.raises(ValueError, match="imagefolder"):
         get_dataset("imagefolder", "train")  # a folder data set still needs its root
+
+
+def test_image_size_reads_a_tensor_or_the_first_batch() -> None:
+    """(height, width) of an image tensor, of batches of images, or of (images, labels) pairs."""
+    from hdvit_lib.data.batches import image_size
+
+    assert image_size(torch.zeros(2, 3, 8, 6)) == (8, 6)
+    assert image_size([torch.zeros(2, 3, 5, 7)]) == (5, 7)
+    assert image_size([(torch.zeros(2, 3, 4, 9), torch.zeros(2))]) == (4, 9)
