@@ -245,6 +245,10 @@ def test_claim_local_msa() -> None:
     c = L.claim_local_msa(f, specs, preset="smoke")
     assert c.holds is True and c.measured["global: NEP"] == pytest.approx(1.0)
     assert "window 3" in c.verdict
+    f.n_images = 200  # an error of p on n images has the binomial SE sqrt(p (1 - p) / n)
+    c = L.claim_local_msa(f, specs)
+    assert c.uncertainty["global: error"] == pytest.approx((0.3 * 0.7 / 200) ** 0.5)
+    assert "global: error = 0.3 ± 0.0324" in str(c)
     f.error_test = np.array([0.4, 0.5, 0.3])
     assert L.claim_local_msa(f, specs).holds is False
     with pytest.raises(ValueError, match="global_label"):

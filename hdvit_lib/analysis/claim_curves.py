@@ -167,8 +167,3 @@ def trend(margin: np.ndarray) -> int:
         return 0
     return 1 if m[-1] > m[0] else -1
 
-
-def holds_everywhere(margin: np.ndarray) -> bool | None:
-    """True when the margin is > 0 at every position, None when any is NaN."""
-    m = np.asarray(margin, dtype=float)
-    return None if np.isnan(m).any() else bool((m > 0).all())

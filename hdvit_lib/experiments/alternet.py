@@ -333,7 +333,9 @@ def claim_small_data(result: DataFractionResult, alternet: str = "alternet50", c
     return Claim(paper="AlterNet outperforms CNNs not only in large data regimes but also in small data regimes "
                  "(abstract, Sec. 4).",
                  measured={f"{m} at fraction {result.fractions[j]:g}": v for m, v in a.items()}, holds=holds,
-                 verdict=text, preset=preset)
+                 verdict=text, preset=preset,
+                 uncertainty={f"{m} at fraction {result.fractions[j]:g}": binomial_se(v, result.n_test)
+                              for m, v in a.items()})
 
 
 def claim_local_global(result: DataFractionResult, local: str = "vit_local", glob: str = "vit_ti", preset: str = "") -> Claim:
@@ -351,7 +353,10 @@ def claim_local_global(result: DataFractionResult, local: str = "vit_local", glo
                  measured={f"gap at fraction {result.fractions[k]:g}": float(gaps[k]) for k in order}, holds=holds,
                  verdict=f"{head}: {words}; as data grows the gap {trend} ({small:+.3f} -> {large:+.3f}). Two fractions of a "
                          f"small synthetic set cannot say where (or whether) global attention overtakes local.",
-                 preset=preset)
+                 preset=preset,
+                 # a gap of two independent accuracies: sqrt(2) x the binomial SE of one (global's)
+                 uncertainty={f"gap at fraction {result.fractions[k]:g}":
+                              math.sqrt(2) * binomial_se(float(result.accuracy[g, k]), result.n_test) for k in order})
 
 
 def claims_critical(step: Mapping[str, HessianSpectrum], data: DataFractionResult, local: DataFractionResult,

@@ -40,6 +40,7 @@ from hdvit_lib.analysis.layout import conv_and_msa
 from hdvit_lib.analysis.spectra import hessian_spectrum, spectra
 from hdvit_lib.claims import (
     Claim,
+    binomial_se,
     less_than,
     per_model,
     standard_errors,
@@ -378,13 +379,17 @@ def claim_local_msa(fit: FitResult, specs: Mapping[str, HessianSpectrum], global
              "test error than global MSAs, and have fewer negative Hessian eigenvalues; Sec. 2, Fig. 7.")
     if global_label not in fit.labels:
         raise ValueError(f"global_label={global_label!r} is not among the runs {fit.labels}")
-    nep = {label: spectrum_summary(specs[label])["NEP"] for label in fit.labels if label in specs}
+    summ = {label: spectrum_summary(specs[label]) for label in fit.labels if label in specs}
+    nep = {label: s["NEP"] for label, s in summ.items()}
     measured: dict[str, float] = {}
+    se: dict[str, float] = {}  # binomial SE of an error on the run's images; bootstrap SE of NEP
     for i, label in enumerate(fit.labels):
         measured[f"{label}: error"] = float(fit.error_test[i])
+        se[f"{label}: error"] = binomial_se(float(fit.error_test[i]), fit.n_images)
         measured[f"{label}: NLL_train"] = float(fit.nll_train[i])
         if label in nep:
             measured[f"{label}: NEP"] = nep[label]
+            se[f"{label}: NEP"] = summ[label]["NEP SE"]
     g = fit.labels.index(global_label)
     local = [i for i in range(len(fit.labels)) if i != g]
     if not local:
@@ -403,7 +408,7 @@ def claim_local_msa(fit: FitResult, specs: Mapping[str, HessianSpectrum], global
         f"vs {neg_g:.0%} for global attention"),
     ]
     holds, text = verdict_text([a, b, c], words)
-    return Claim(paper, measured, holds, text, preset)
+    return Claim(paper, measured, holds, text, preset, uncertainty=se)
 
 
 def sweep_spectrum(value: Any, *, cfg: dict[str, Any], model: str, setting: str, batches: Batches,
