@@ -76,8 +76,8 @@ def test_setup_says_which_run_made_the_figures(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.delenv(notebook.OVERRIDES_ENV, raising=False)
     cfg = notebook.setup("smoke", seed=None)
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("This run:"))
-    assert "preset smoke" in line and "synthetic (4000 training / 500 test images)" in line
-    assert "tiny models, 3 epochs" in line and f"device {cfg['device']}" in line
+    assert "preset smoke" in line and f"synthetic ({cfg['n_train']} training / {cfg['n_test']} test images)" in line
+    assert f"tiny models, {cfg['epochs']} epochs" in line and f"device {cfg['device']}" in line
     commit = notebook.library_commit()
     assert line.endswith(commit) and (commit.startswith("commit ") or commit == "hdvit_lib 0.1.0")
     when = datetime.datetime(2026, 1, 2, 3, 4, tzinfo=datetime.UTC)
