@@ -179,6 +179,8 @@ return {
   mjx: document.querySelectorAll('mjx-container').length,
   widgetViews: document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]').length,
   widgetsShown: document.querySelectorAll('.jupyter-widgets, .widget-slider, .lm-Widget').length,
+  wideCode: [...document.querySelectorAll('div.cell_input div.highlight pre')]
+    .filter(p => p.scrollWidth > p.clientWidth + 1).length,
   height: document.documentElement.scrollHeight,
 };
 """
@@ -235,6 +237,8 @@ def _check_site(driver: object, site: Path, name: str) -> list[str]:
                         problems.append(f"{rel}: moving the slider of {f['id']} did not change the figure")
             if state["math"] and not state["mjx"]:
                 problems.append(f"{rel}: {state['math']} math nodes, none typeset by MathJax")
+            if state["wideCode"]:
+                problems.append(f"{rel}: {state['wideCode']} code cells scroll sideways in a 1280-pixel window")
             if state["widgetViews"] and not state["widgetsShown"]:
                 problems.append(f"{rel}: {state['widgetViews']} widget views, none rendered")
             for entry in driver.get_log("browser"):
