@@ -69,6 +69,7 @@ def test_seed_folders_give_each_claim_as_mean_and_se_with_every_seeds_verdict(tm
         (tmp_path / f"seed{s}" / "times.txt").write_text(f"01_a rc=0 {60 * (s + 1)} s\n")
     executed(tmp_path / "seed0" / "14_b.ipynb", "14. One seed", [Claim("B", {"b": 1.0}, True, "holds in this run")])
     page = recorded_runs.render([tmp_path / f"seed{s}" for s in range(3)], "cpu", "m", "2026-01-01")
+    assert page.startswith("# Recorded runs: the `cpu` preset over 3 seeds\n")
     assert "## 1. First (3 seeds)" in page and "mean ± SE over 3 seeds" in page
     assert "a = 0.3 ± 0.05774" in page  # mean 0.3, sd 0.1 / sqrt(3)
     assert "| 1 | the paper says A | undecided |" in page and "holds in 2, does not in 1 of 3" in page

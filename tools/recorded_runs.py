@@ -27,7 +27,7 @@ from pathlib import Path
 
 from hdvit_lib.claims import Claim, outcome, over_seeds
 
-HEADER = """# Recorded runs: the `{preset}` preset
+HEADER = """# Recorded runs: the `{preset}` preset{over}
 
 The chapters in this book are executed with the `smoke` preset whenever the site is built: a
 minute each, too small for most of the paper's claims to show. This page records what the
@@ -140,7 +140,8 @@ def render(folders: Path | list[Path], preset: str, machine: str, date: str, tim
     folders = [folders] if isinstance(folders, Path) else list(folders)
     what = WHAT.get(preset, preset) + (f"; {len(folders)} seeds: each number the mean ± SE over the seeds"
                                        if len(folders) > 1 else "")
-    parts = [HEADER.format(preset=preset, what=what, date=date, machine=machine)]
+    over = f" over {len(folders)} seeds" if len(folders) > 1 else ""
+    parts = [HEADER.format(preset=preset, over=over, what=what, date=date, machine=machine)]
     took = [read_times(times if times is not None else f / "times.txt") for f in folders]
     summary = [f"| chapter | the paper's claim | holds {'over the seeds' if len(folders) > 1 else 'in this run'} |",
                "| --- | --- | --- |"]
