@@ -264,6 +264,11 @@ def test_spectrum_summary_and_hessian_claims():
     assert alt.claim_hessian(spectra).holds is True
     spectra["alternet50"] = _spec([[60.0, -2.0]])
     assert alt.claim_hessian(spectra).holds is False
+    # NEPs within 2 SE (bootstrap over mini-batches): the NEP part is undecided, not "fewer"
+    spectra = {"resnet50": _spec([[50.0, 20.0]] * 3), "vit_ti": _spec([[5.0, -3.0], [4.0, 1.0], [6.0, 2.0]]),
+               "alternet50": _spec([[10.0, -1.0], [8.0, 1.0], [9.0, 2.0]])}
+    c = alt.claim_hessian(spectra)
+    assert c.holds is None and "undecided at this power" in c.verdict and c.uncertainty["vit_ti NEP"] > 0
     c = alt.claim_flattening(_spec([[8.0, 1.0]], "before"), _spec([[4.0, -1.0]], "after"))
     assert c.holds is True and c.measured["NEP after"] == 0.5 and c.measured["APE before"] == 4.5
 
