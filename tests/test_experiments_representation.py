@@ -135,11 +135,11 @@ def _fourier(name: str, kinds: list[str], high: list[float]) -> FourierResult:
     )
 
 
-def _robust(name: str, delta: list[float]) -> RobustnessResult:
+def _robust(name: str, delta: list[float], n_images: int = 1000) -> RobustnessResult:
     d = np.asarray(delta, dtype=float)
     f = np.round(np.arange(1, len(d) + 1) * 0.1, 1)
     return RobustnessResult(model=name, f_centers=f, bandwidth=0.1, magnitude=0.1, clean_accuracy=0.8,
-                            clean_loss=1.0, accuracy=0.8 + d, loss=np.ones_like(d), delta_accuracy=d, n_images=8)
+                            clean_loss=1.0, accuracy=0.8 + d, loss=np.ones_like(d), delta_accuracy=d, n_images=n_images)
 
 
 def test_claim_fourier_and_high_frequency():
@@ -157,7 +157,15 @@ def test_claim_fourier_and_high_frequency():
     in1k = {f"{n}_in1k": r for n, r in four.items()}  # (a) on ImageNet models, (b) on CIFAR ones
     c = rep.claim_fourier(in1k, rob)
     assert c.holds is True and c.measured["resnet: Δacc high bands"] == pytest.approx(-0.25)
-    assert "vit_in1k's blocks" in c.verdict and "changed vit's accuracy" in c.verdict
+    assert "vit_in1k's blocks" in c.verdict and "vit's accuracy change minus resnet's: +0.230" in c.verdict
+    # the same accuracies on 8 images: sqrt(2) x binomial SE (0.8, 8) = 0.2 per model -> (b) within noise
+    few = {n: _robust(n, list(r.delta_accuracy), n_images=8) for n, r in rob.items()}
+    c = rep.claim_fourier(four, few)
+    assert c.holds is None and "within noise" in c.verdict
+    assert c.uncertainty["vit: Δacc high bands"] == pytest.approx(2 ** 0.5 * (0.8 * 0.2 / 8) ** 0.5)
+    # (a)'s SE is the standard error of the mean over blocks: vit's changes -0.5, +0.3, -0.4
+    assert c.uncertainty["vit: mean change per block of Δlog amplitude at π"] == pytest.approx(
+        np.std([-0.5, 0.3, -0.4], ddof=1) / 3 ** 0.5)
     rob_flip = {"resnet": rob["vit"], "vit": rob["resnet"]}
     c = rep.claim_fourier(four, rob_flip)
     assert c.holds is False and "in part" in c.verdict

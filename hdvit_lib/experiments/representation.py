@@ -43,7 +43,16 @@ from hdvit_lib.analysis.variance import (
     feature_map_variance,
     pooled_fraction,
 )
-from hdvit_lib.claims import Claim, majority_part, proportion_se, verdict, verdict_text
+from hdvit_lib.claims import (
+    Claim,
+    binomial_se,
+    difference_part,
+    less_part,
+    majority_part,
+    proportion_se,
+    verdict,
+    verdict_text,
+)
 from hdvit_lib.data.batches import Batches, image_size
 
 # Chapters call ``rep.train_models`` (re-exported: the zoo entries, ``Trained``, as in every chapter group).
@@ -256,43 +265,52 @@ def claim_fourier(
     (a) the change blocks make to the high-frequency relative log amplitude (``high_frequency_delta``,
     averaged over the blocks that keep their input's size) is lower for the MSA model (the paper: negative
     for ViT, positive for ResNet); (b) the MSA model loses less accuracy than the Conv
-    model under high-frequency noise (bands >= ``HIGH_BAND`` pi). Holds when both do."""
+    model under high-frequency noise (bands >= ``HIGH_BAND`` pi). Holds when both do. Each part is
+    decided only beyond 2 SE: (a) the standard error of a mean over blocks (s / sqrt(blocks)); (b)
+    sqrt(2) x the binomial SE of the clean accuracy on the run's images, per model (a change of
+    accuracy is a difference of two accuracies on those images; conservative, pairing ignored)."""
     paper = ("MSAs (ViT) reduce high-frequency signals while Convs (ResNet) amplify them (Fig. 2a), so ViT is "
              "robust against high-frequency noise and ResNet is vulnerable to it (Fig. 2b); Sec. 3.")
     cnn, vit = conv_and_msa({name: r.kinds for name, r in fourier.items()})
     if cnn is None or vit is None:
         raise ValueError(f"claim_fourier needs a Conv model and an MSA model; got {list(fourier)}")
     measured: dict[str, float] = {}
-    hf, nb = {}, {}
+    se: dict[str, float] = {}
+    hf, hf_se, nb = {}, {}, {}
     for name in (cnn, vit):
-        r = fourier[name]
-        d = np.asarray(r.high_frequency_delta, dtype=float)
-        nb[name] = int((~np.isnan(d)).sum())
-        hf[name] = float(np.nanmean(d)) if nb[name] else float("nan")
-        measured[f"{name}: mean change per block of Δlog amplitude at π"] = hf[name]
+        d = np.asarray(fourier[name].high_frequency_delta, dtype=float)
+        d = d[~np.isnan(d)]
+        nb[name] = int(d.size)
+        hf[name] = float(d.mean()) if nb[name] else float("nan")
+        hf_se[name] = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else float("nan")
+        key = f"{name}: mean change per block of Δlog amplitude at π"
+        measured[key], se[key] = hf[name], hf_se[name]
     # (b) may come from other models of the same families (Fig. 2b stays on the CIFAR-style
     # models when (a) analyses timm's ImageNet ones, ``resnet50_in1k`` -> ``resnet50``).
     cnn_b, vit_b = (n if n in robustness else n.removesuffix("_in1k") for n in (cnn, vit))
     rb: dict[str, tuple[float, float]] = {}
+    rb_se: dict[str, float] = {}
     for name in (cnn_b, vit_b):
         if name in robustness:
-            rb[name] = band_means(robustness[name])
+            r = robustness[name]
+            rb[name] = band_means(r)
+            rb_se[name] = math.sqrt(2) * binomial_se(float(r.clean_accuracy), int(r.n_images))
             measured[f"{name}: Δacc low bands"] = rb[name][0]
             measured[f"{name}: Δacc high bands"] = rb[name][1]
-    a = hf[vit] < hf[cnn] if not (math.isnan(hf[vit]) or math.isnan(hf[cnn])) else None
-    b = None
-    if cnn_b in rb and vit_b in rb and not (math.isnan(rb[cnn_b][1]) or math.isnan(rb[vit_b][1])):
-        b = None if rb[vit_b][1] == rb[cnn_b][1] else rb[vit_b][1] > rb[cnn_b][1]
+            se[f"{name}: Δacc low bands"] = se[f"{name}: Δacc high bands"] = rb_se[name]
+    a, _ = less_part(hf[vit], hf_se[vit], hf[cnn], hf_se[cnn], "")
+    lower = {True: f"lower for {vit}", False: f"not lower for {vit}"}.get(a, "within 2 SE: undecided at this power")
     words_a = (f"{vit}'s blocks changed the high-frequency amplitude by {hf[vit]:+.3f} on average ({_blocks(nb[vit])}), "
-               f"{cnn}'s by {hf[cnn]:+.3f} ({_blocks(nb[cnn])}; blocks that resize the map are left out) -- "
-               f"{'lower' if a else 'not lower'} for {vit}") if a is not None else "(a) undecided"
-    if b is None:
-        words_b = "(b) undecided: the noise changed both models' accuracy equally"
-    else:
-        words_b = (f"high-frequency noise changed {vit_b}'s accuracy by {100 * rb[vit_b][1]:+.1f} and {cnn_b}'s by "
-                   f"{100 * rb[cnn_b][1]:+.1f} percentage points ({vit_b} {'more' if b else 'less'} robust)")
+               f"{cnn}'s by {hf[cnn]:+.3f} ({_blocks(nb[cnn])}; blocks that resize the map are left out) -- {lower}")
+    if math.isnan(hf[vit]) or math.isnan(hf[cnn]):
+        words_a = "(a) undecided: no block kept its input's size"
+    b, words_b = None, "(b) undecided: no robustness measured for both models"
+    if cnn_b in rb and vit_b in rb:
+        b, words_b = difference_part(rb[vit_b][1] - rb[cnn_b][1], math.hypot(rb_se[vit_b], rb_se[cnn_b]),
+                                     f"high-frequency noise: {vit_b}'s accuracy change minus {cnn_b}'s")
+        words_b += f" ({vit_b} {100 * rb[vit_b][1]:+.1f}, {cnn_b} {100 * rb[cnn_b][1]:+.1f} percentage points)"
     holds, text = verdict_text([a, b], [words_a, words_b])
-    return Claim(paper, measured, holds, text, preset)
+    return Claim(paper, measured, holds, text, preset, uncertainty=se)
 
 
 def claim_similarity(
