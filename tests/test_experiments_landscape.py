@@ -238,6 +238,27 @@ def test_claim_error_vs_nll_detects_overfitting() -> None:
     assert c.holds is False and "not every" in c.verdict
 
 
+
+def test_claim_error_vs_nll_rho_is_decided_beyond_two_standard_errors() -> None:
+    """SE of Spearman's rho: (1 - rho^2) sqrt(1.06 / (n - 3)) (Fieller et al.); rho = 0.657 over 6
+    runs has SE 0.34, within 2 SE of 0.5 -> undecided; rho near 1 over 40 runs -> decided."""
+    labels = [f"r{i}" for i in range(6)]
+    nll = np.arange(6.0)
+    err = np.array([2, 0, 1, 5, 3, 4], float) / 10  # rank differences 2 -1 -1 2 -1 -1: sum d^2 = 12
+    f = fit(labels, ["resnet50"] * 6, [1] * 6, nll, err, [False] * 6)
+    c = L.claim_error_vs_nll(f)
+    rho = 1 - 6 * 12 / (6 * 35)
+    assert c.measured["Spearman rho (NLL_train, error)"] == pytest.approx(rho)
+    assert c.uncertainty["Spearman rho (NLL_train, error)"] == pytest.approx((1 - rho ** 2) * (1.06 / 3) ** 0.5)
+    assert c.holds is None and "undecided at this power" in c.verdict  # 0.657 - 0.5 < 2 x 0.337
+    n = 40
+    perm = np.arange(n, dtype=float)
+    perm[::4], perm[1::4] = perm[1::4].copy(), perm[::4].copy()  # swap neighbours: rho close to 1
+    f = fit([f"r{i}" for i in range(n)], ["resnet50"] * n, [1] * n, np.arange(n, dtype=float), perm, [False] * n)
+    c = L.claim_error_vs_nll(f)
+    assert "above 0.5 beyond 2 SE" in c.verdict  # (b) not measured: no model on two data fractions
+
+
 def test_claim_local_msa() -> None:
     f = fit(["window 3", "window 5", "global"], ["vit_local"] * 2 + ["vit_ti"], [1, 1, 1],
             [0.5, 0.6, 0.8], [0.2, 0.25, 0.3], [True] * 3, window=[3, 5, np.nan])

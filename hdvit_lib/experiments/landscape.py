@@ -337,7 +337,8 @@ def claim_error_vs_nll(fit: FitResult, preset: str = "", strong: float = 0.5) ->
     Measured: Spearman's rho between training NLL and test error over all runs, and, for each model
     trained on several data fractions, whether the smallest fraction has the higher training NLL (no
     overfitting: a model that overfits would fit its small set *better*). Holds when rho > ``strong``
-    and no MSA model has a lower training NLL on its smallest data fraction than on its largest."""
+    beyond 2 SE (Fieller's SE of Spearman's rho) and no MSA model has a lower training NLL on its
+    smallest data fraction than on its largest."""
     paper = ("The lower the training NLL, the lower the test error, across models and data set sizes: ViT does "
              "not overfit small data sets, it fits them poorly (weak inductive bias, hard optimisation); "
              "Sec. 2, Figs. 5-7.")
@@ -356,15 +357,23 @@ def claim_error_vs_nll(fit: FitResult, preset: str = "", strong: float = 0.5) ->
         measured[f"{m}: NLL_train at {fit.data_fraction[hi]:.0%} data"] = float(fit.nll_train[hi])
         if fit.has_msa[lo]:
             no_overfit.append(bool(fit.nll_train[lo] >= fit.nll_train[hi]))
-    a = None if math.isnan(rho) else rho > strong
+    n = len(fit.labels)
+    # SE of Spearman's rho (Fieller et al. 1957: var of Fisher's z = 1.06 / (n - 3)), mapped back to rho
+    rho_se = (1 - rho ** 2) * math.sqrt(1.06 / (n - 3)) if n > 3 and not math.isnan(rho) else float("nan")
+    a = None if math.isnan(rho_se) or abs(rho - strong) <= 2 * rho_se else rho > strong
     b = all(no_overfit) if no_overfit else None
-    words = [f"Spearman's rho between training NLL and test error over {len(fit.labels)} runs is {rho:.2f} "
-             f"({'above' if a else 'not above'} {strong})" if a is not None else "rho undecided (too few runs)"]
+    if a is not None:
+        words = [(f"Spearman's rho between training NLL and test error over {n} runs is {rho:.2f} ± {rho_se:.2f} "
+                  f"({'above' if a else 'below'} {strong} beyond 2 SE)")]
+    elif math.isnan(rho_se):
+        words = [f"rho undecided ({n} runs: too few)"]
+    else:
+        words = [f"rho {rho:.2f} ± {rho_se:.2f} over {n} runs, within 2 SE of {strong}: undecided at this power"]
     if b is not None:
         words.append(f"{'every' if b else 'not every'} MSA model had a higher (or equal) training NLL on its smallest "
                      "data fraction (no overfitting)")
     holds, text = verdict_text([a, b], words)
-    return Claim(paper, measured, holds, text, preset)
+    return Claim(paper, measured, holds, text, preset, uncertainty={"Spearman rho (NLL_train, error)": rho_se})
 
 
 def claim_local_msa(fit: FitResult, specs: Mapping[str, HessianSpectrum], global_label: str = "global",

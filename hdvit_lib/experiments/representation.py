@@ -324,7 +324,8 @@ def claim_similarity(
     stage matter: removing the last MSA of a stage costs more accuracy than removing the first.
 
     ``features`` supply each block's stage. Holds when (a) holds for every multi-stage model and
-    (b) in more than half of the stages with two or more MSAs."""
+    (b) in more than half of the stages with two or more MSAs, beyond 2 SE of one half
+    (``claims.majority_part``; with a few stages, undecided at this power)."""
     paper = ("Multi-stage models behave like a series of small models: representations are similar within a "
              "stage and change across stages (Fig. 10a); MSAs at the end of a stage matter most: removing "
              "one hurts more than removing an earlier MSA (Fig. 10b); Sec. 4.")
@@ -337,19 +338,21 @@ def claim_similarity(
             measured[f"{name}: CKA across stages"] = x
             if not math.isnan(w):
                 a_ok.append(w > x)
+    se: dict[str, float] = {}
     hits, n = [], 0
     for name, r in lesion.items():
         frac, k = end_of_stage_lesion(r, features[name].stages, "msa")
         if k:
-            measured[f"{name}: stages where last MSA lesion hurts more"] = frac
+            key = f"{name}: stages where last MSA lesion hurts more"
+            measured[key], se[key] = frac, proportion_se(frac, k)
             hits.append(frac * k)
             n += k
     a = bool(all(a_ok)) if a_ok else None
-    b = (sum(hits) / n > 0.5) if n else None
     words_a = ("(a) undecided: no multi-stage model with two blocks in a stage" if a is None else
                f"(a) {'every' if a else f'only {sum(a_ok)} of {len(a_ok)}'} multi-stage model"
                f"{'' if a else 's'} showed higher CKA within stages than across")
-    words_b = ("(b) undecided: no stage holds two MSAs" if b is None else
-               f"(b) removing the last MSA hurt more than removing the first in {sum(hits):.0f} of {n} stages")
+    # (b) a majority of the stages, decided only beyond 2 SE of one half (as chapters 08/09 count blocks)
+    b, words_b = (None, "(b) undecided: no stage holds two MSAs") if not n else majority_part(
+        sum(hits) / n, n, "(b) stages where removing the last MSA hurt more than removing the first")
     holds, text = verdict_text([a, b], [words_a, words_b])
-    return Claim(paper, measured, holds, text, preset)
+    return Claim(paper, measured, holds, text, preset, uncertainty=se)
