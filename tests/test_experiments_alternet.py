@@ -151,6 +151,7 @@ def test_run_buildup_with_a_stub_evaluator(monkeypatch):
     claim = alt.claim_buildup(trace, n_test=500)
     assert claim.holds is None  # +0.01 on 500 images is noise
     assert claim.measured["MSAs accepted"] == 1
+    assert claim.uncertainty["best accuracy"] == pytest.approx((0.51 * 0.49 / 500) ** 0.5)  # binomial SE
     assert "1 epoch(s)" in alt.describe_buildup_budget(cfg)
 
 
@@ -246,6 +247,8 @@ def test_claim_robustness_ranks_and_noise():
     res = {"resnet50": _rob(0.60, 0.40), "vit_ti": _rob(0.50, 0.35), "alternet50": _rob(0.65, 0.50)}
     c = alt.claim_robustness(res)
     assert c.holds is True and "ranks 1 of 3 in clean accuracy and 1" in c.verdict
+    assert c.uncertainty["resnet50 acc"] == pytest.approx((0.6 * 0.4 / 1000) ** 0.5)
+    assert c.uncertainty["alternet50 robustness"] == pytest.approx((0.5 * 0.5 / 1000) ** 0.5)  # 1 x 1 corruption
     res["alternet50"] = _rob(0.65, 0.41)  # lead of 0.01 on 1000 images: noise
     assert alt.claim_robustness(res).holds is None
     res["alternet50"] = _rob(0.55, 0.30)
