@@ -263,11 +263,12 @@ def test_claim_local_msa() -> None:
     f = fit(["window 3", "window 5", "global"], ["vit_local"] * 2 + ["vit_ti"], [1, 1, 1],
             [0.5, 0.6, 0.8], [0.2, 0.25, 0.3], [True] * 3, window=[3, 5, np.nan])
     specs = {"window 3": spec([[2.0, 1.0]]), "window 5": spec([[2.0, -1.0]]), "global": spec([[-2.0, -1.0]])}
-    c = L.claim_local_msa(f, specs, preset="smoke")
-    assert c.holds is True and c.measured["global: NEP"] == pytest.approx(1.0)
-    assert "window 3" in c.verdict
+    c = L.claim_local_msa(f, specs, preset="smoke")  # errors 20% vs 30% on 8 images: within 2 SE
+    assert c.holds is None and "within 2 SE: undecided at this power" in c.verdict
     f.n_images = 200  # an error of p on n images has the binomial SE sqrt(p (1 - p) / n)
     c = L.claim_local_msa(f, specs)
+    assert c.holds is True and c.measured["global: NEP"] == pytest.approx(1.0)
+    assert "window 3" in c.verdict
     assert c.uncertainty["global: error"] == pytest.approx((0.3 * 0.7 / 200) ** 0.5)
     assert "global: error = 0.3 ± 0.0324" in str(c)
     f.error_test = np.array([0.4, 0.5, 0.3])
