@@ -117,7 +117,7 @@ def outcome(c: Claim) -> str:
         return "undecided"
     if c.holds:
         return "holds"
-    return "in part" if c.verdict.startswith(IN_PART) else "does not"
+    return "in part" if c.verdict.startswith(IN_PART.removesuffix(" in this run")) else "does not"
 
 
 def over_seeds(claims: Sequence[Claim]) -> Claim:

@@ -88,12 +88,13 @@ def test_over_seeds_means_and_standard_errors_match_a_hand_computation() -> None
     ((None, None), None, "undecided in every one of 2 seeds"),
 ])
 def test_over_seeds_verdict_is_decided_only_where_every_seed_agrees(outcomes, holds, words) -> None:
-    from hdvit_lib.claims import DOES_NOT, HOLDS, IN_PART, UNDECIDED, Claim, over_seeds
+    from hdvit_lib.claims import DOES_NOT, HOLDS, IN_PART, UNDECIDED, Claim, outcome, over_seeds
 
     text = {True: HOLDS, False: DOES_NOT, None: UNDECIDED, "part": IN_PART}
     runs = [Claim("p", {"x": 1.0}, False if o == "part" else o, f"{text[o]}: ...") for o in outcomes]
     c = over_seeds(runs)
     assert (c.holds, c.verdict) == (holds, words)
+    assert outcome(c) == {True: "holds", None: "undecided"}.get(holds, "in part" if "part" in words else "does not")
 
 
 def test_over_seeds_refuses_different_claims_and_keeps_one_seed_as_is() -> None:
