@@ -88,7 +88,15 @@ def test_over_seeds_means_and_standard_errors_match_a_hand_computation() -> None
     ((None, None), None, "undecided in every one of 2 seeds"),
 ])
 def test_over_seeds_verdict_is_decided_only_where_every_seed_agrees(outcomes, holds, words) -> None:
-    from hdvit_lib.claims import DOES_NOT, HOLDS, IN_PART, UNDECIDED, Claim, outcome, over_seeds
+    from hdvit_lib.claims import (
+        DOES_NOT,
+        HOLDS,
+        IN_PART,
+        UNDECIDED,
+        Claim,
+        outcome,
+        over_seeds,
+    )
 
     text = {True: HOLDS, False: DOES_NOT, None: UNDECIDED, "part": IN_PART}
     runs = [Claim("p", {"x": 1.0}, False if o == "part" else o, f"{text[o]}: ...") for o in outcomes]
