@@ -112,9 +112,10 @@ class Claim:
 
 
 def outcome(c: Claim) -> str:
-    """One word for a claim's verdict: "holds", "in part", "does not" or "undecided"."""
+    """A claim's verdict in a few words: "holds", "in part", "does not", "where decided" (the decided
+    parts hold, the others are undecided) or "undecided"."""
     if c.holds is None:
-        return "undecided"
+        return "where decided" if c.verdict.startswith(WHERE_DECIDED.split(" this run")[0]) else "undecided"
     if c.holds:
         return "holds"
     return "in part" if c.verdict.startswith(IN_PART.removesuffix(" in this run")) else "does not"
@@ -127,7 +128,7 @@ def over_seeds(claims: Sequence[Claim]) -> Claim:
     verdict tallies the seeds' own verdicts and is
 
     - holds / does not hold where every seed's verdict is the same (an all-"in part" tally is "holds
-      only in part");
+      only in part"; all "holds where this run could decide" stays undecided where no seed decided);
     - otherwise ``None``, undecided at this power: the seeds disagree, so one seed's verdict is noise.
     """
     import numpy as np
@@ -148,12 +149,12 @@ def over_seeds(claims: Sequence[Claim]) -> Claim:
         measured[k] = float(vals.mean()) if vals.size else float("nan")
         se[k] = float(vals.std(ddof=1) / np.sqrt(vals.size)) if vals.size > 1 else float("nan")
     words = [outcome(c) for c in claims]
-    tally = ", ".join(f"{w} in {words.count(w)}" for w in ("holds", "in part", "does not", "undecided")
-                      if w in words)
+    tally = ", ".join(f"{w} in {words.count(w)}" for w in
+                      ("holds", "in part", "does not", "where decided", "undecided") if w in words)
     n = len(claims)
     if len(set(words)) == 1 and words[0] != "undecided":
-        holds, head = {"holds": (True, HOLDS), "in part": (False, IN_PART),
-                       "does not": (False, DOES_NOT)}[words[0]]
+        holds, head = {"holds": (True, HOLDS), "in part": (False, IN_PART), "does not": (False, DOES_NOT),
+                       "where decided": (None, WHERE_DECIDED)}[words[0]]
         text = f"{head.replace('this run', f'every one of {n} seeds')}"
     else:
         holds = None

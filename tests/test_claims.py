@@ -86,6 +86,8 @@ def test_over_seeds_means_and_standard_errors_match_a_hand_computation() -> None
     (("part", "part"), False, "holds only in part in every one of 2 seeds"),
     ((True, False, None), None, "undecided over 3 seeds (holds in 1, does not in 1, undecided in 1 of 3)"),
     ((None, None), None, "undecided in every one of 2 seeds"),
+    (("where", "where"), None, "holds where every one of 2 seeds could decide, undecided elsewhere"),
+    (("where", None), None, "undecided over 2 seeds (where decided in 1, undecided in 1 of 2)"),
 ])
 def test_over_seeds_verdict_is_decided_only_where_every_seed_agrees(outcomes, holds, words) -> None:
     from hdvit_lib.claims import (
@@ -93,16 +95,18 @@ def test_over_seeds_verdict_is_decided_only_where_every_seed_agrees(outcomes, ho
         HOLDS,
         IN_PART,
         UNDECIDED,
+        WHERE_DECIDED,
         Claim,
         outcome,
         over_seeds,
     )
 
-    text = {True: HOLDS, False: DOES_NOT, None: UNDECIDED, "part": IN_PART}
-    runs = [Claim("p", {"x": 1.0}, False if o == "part" else o, f"{text[o]}: ...") for o in outcomes]
+    text = {True: HOLDS, False: DOES_NOT, None: UNDECIDED, "part": IN_PART, "where": WHERE_DECIDED}
+    runs = [Claim("p", {"x": 1.0}, {"part": False, "where": None}.get(o, o), f"{text[o]}: ...") for o in outcomes]
     c = over_seeds(runs)
     assert (c.holds, c.verdict) == (holds, words)
-    assert outcome(c) == {True: "holds", None: "undecided"}.get(holds, "in part" if "part" in words else "does not")
+    want = {True: "holds", False: "in part" if "part" in words else "does not"}.get(holds)
+    assert outcome(c) == (want or ("where decided" if words.startswith("holds where") else "undecided"))
 
 
 def test_over_seeds_refuses_different_claims_and_keeps_one_seed_as_is() -> None:

@@ -119,7 +119,8 @@ def claim_tables(nb: dict) -> list[str]:
     return found
 
 
-HOLDS_WORDS = {"holds": "yes", "does not": "no", "in part": "in part", "undecided": "undecided"}
+HOLDS_WORDS = {"holds": "yes", "does not": "no", "in part": "in part", "where decided": "where decided",
+               "undecided": "undecided"}
 
 
 def _over_seeds(runs: list[dict]) -> tuple[list[tuple[str, str]], str]:
