@@ -147,7 +147,8 @@ def over_seeds(claims: Sequence[Claim]) -> Claim:
         vals = np.array([float(c.measured[k]) for c in claims if k in c.measured], dtype=float)
         vals = vals[np.isfinite(vals)]
         measured[k] = float(vals.mean()) if vals.size else float("nan")
-        se[k] = float(vals.std(ddof=1) / np.sqrt(vals.size)) if vals.size > 1 else float("nan")
+        se[k] = (0.0 if np.ptp(vals) == 0 else float(vals.std(ddof=1) / np.sqrt(vals.size))) if vals.size > 1 \
+            else float("nan")  # identical values: exactly 0 (not float rounding of their mean)
     words = [outcome(c) for c in claims]
     tally = ", ".join(f"{w} in {words.count(w)}" for w in
                       ("holds", "in part", "does not", "where decided", "undecided") if w in words)

@@ -78,6 +78,8 @@ def test_over_seeds_means_and_standard_errors_match_a_hand_computation() -> None
     assert abs(c.uncertainty["x"] - statistics.stdev([0.2, 0.5, 0.35]) / 3 ** 0.5) < 1e-12
     assert c.measured["y"] == 4.0 and abs(c.uncertainty["y"] - statistics.stdev([3.0, 5.0]) / 2 ** 0.5) < 1e-12
     assert "mean ± SE over 3 seeds" in c._repr_markdown_() and "x = 0.35 ± 0.0866" in str(c)
+    same = over_seeds([Claim("p", {"z": 0.1 + 0.2}, True, "holds in this run") for _ in range(3)])
+    assert same.uncertainty["z"] == 0.0 and "z = 0.3 ± 0\n" in str(same)
 
 
 @pytest.mark.parametrize("outcomes, holds, words", [
