@@ -74,9 +74,8 @@ class Claim:
         return ", ".join(one(k, v) for k, v in self.measured.items())
 
     def _run_words(self, preset: str) -> str:
-        over = f", mean ± SE over {self.seeds} seeds" if self.seeds > 1 else ""
-        inner = ", ".join(w for w in (preset, over.removeprefix(", ")) if w)
-        return f"This run ({inner})" if inner else "This run"
+        parts = [w for w in (preset, f"mean ± SE over {self.seeds} seeds" if self.seeds > 1 else "") if w]
+        return f"This run ({', '.join(parts)})" if parts else "This run"
 
     def __str__(self) -> str:
         words = self._run_words(f"preset {self.preset}" if self.preset else "")
@@ -118,7 +117,7 @@ def outcome(c: Claim) -> str:
         return "where decided" if c.verdict.startswith(WHERE_DECIDED.split(" this run")[0]) else "undecided"
     if c.holds:
         return "holds"
-    return "in part" if c.verdict.startswith(IN_PART.removesuffix(" in this run")) else "does not"
+    return "in part" if c.verdict.startswith(IN_PART.split(" this run")[0]) else "does not"
 
 
 def over_seeds(claims: Sequence[Claim]) -> Claim:
