@@ -44,39 +44,37 @@ WHAT = {"cpu": "10,000 generated images, 15 epochs, the tiny models",
         "paper": "CIFAR-100, the paper's models and recipe"}
 
 
-def claims_of(nb: dict) -> list[Claim | None]:
-    """Every claim check output's ``Claim`` (from its ``hdvit_claim`` metadata), in order; None
-    for an output written before that metadata existed."""
-    found: list[Claim | None] = []
+def _markdown_outputs(nb: dict):
+    """Each code output's markdown text (joined) with the output itself, in order."""
     for cell in nb.get("cells", []):
         for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
             md = out.get("data", {}).get("text/markdown")
-            text = "".join(md) if isinstance(md, list) else (md or "")
-            if text.startswith("**Paper:**"):
-                meta = out.get("metadata", {}).get("hdvit_claim")
-                found.append(Claim.from_dict(meta) if meta else None)
-    return found
+            if md is not None:
+                yield ("".join(md) if isinstance(md, list) else md), out
+
+
+def claims_of(nb: dict) -> list[Claim | None]:
+    """Every claim check output's ``Claim`` (from its ``hdvit_claim`` metadata), in order; None
+    for an output written before that metadata existed."""
+    metas = [out.get("metadata", {}).get("hdvit_claim") for text, out in _markdown_outputs(nb)
+             if text.startswith("**Paper:**")]
+    return [Claim.from_dict(m) if m else None for m in metas]
 
 
 def claim_markdowns(nb: dict) -> list[tuple[str, str]]:
     """Every claim check output, in order: (its markdown, "yes" | "no" | "undecided" from the
     ``holds`` field of the same output's ``Claim(...)`` text)."""
     found = []
-    for cell in nb.get("cells", []):
-        for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
-            data = out.get("data", {})
-            md, plain = data.get("text/markdown"), data.get("text/plain")
-            if md is None:
-                continue
-            text = "".join(md) if isinstance(md, list) else md
-            if not text.startswith("**Paper:**"):
-                continue
-            plain = "".join(plain) if isinstance(plain, list) else (plain or "")
-            m = re.search(r"holds=(True|False|None)", plain)
-            holds = {"True": "yes", "False": "no"}.get(m.group(1), "undecided") if m else "undecided"
-            if holds == "no" and "only in part" in text.split("**Verdict:**")[-1]:
-                holds = "in part"
-            found.append((text, holds))
+    for text, out in _markdown_outputs(nb):
+        if not text.startswith("**Paper:**"):
+            continue
+        plain = out.get("data", {}).get("text/plain")
+        plain = "".join(plain) if isinstance(plain, list) else (plain or "")
+        m = re.search(r"holds=(True|False|None)", plain)
+        holds = {"True": "yes", "False": "no"}.get(m.group(1), "undecided") if m else "undecided"
+        if holds == "no" and "only in part" in text.split("**Verdict:**")[-1]:
+            holds = "in part"
+        found.append((text, holds))
     return found
 
 
@@ -109,14 +107,7 @@ def read_times(path: Path | None) -> dict[str, str]:
 
 def claim_tables(nb: dict) -> list[str]:
     """Markdown tables of claims a chapter printed (chapter 14's "claim | holds from ..." table)."""
-    found = []
-    for cell in nb.get("cells", []):
-        for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
-            md = out.get("data", {}).get("text/markdown")
-            text = "".join(md) if isinstance(md, list) else (md or "")
-            if text.startswith("| claim |"):
-                found.append(text.strip())
-    return found
+    return [text.strip() for text, _ in _markdown_outputs(nb) if text.startswith("| claim |")]
 
 
 HOLDS_WORDS = {"holds": "yes", "does not": "no", "in part": "in part", "where decided": "where decided",
