@@ -90,3 +90,20 @@ def test_run_seeds_gives_each_chapter_the_presets_seeds_and_resumes(tmp_path: Pa
     assert not run_seeds.done(tmp_path, "06_x")
     (tmp_path / "times.txt").write_text("06_x rc=1 5 s\n06_x rc=0 50 s\n")
     assert run_seeds.done(tmp_path, "06_x") and not run_seeds.done(tmp_path, "07_y")
+
+
+def test_run_seeds_schedule_keeps_each_seeds_chapters_in_order() -> None:
+    """--jobs: a seed's chapters run one after another (later ones load earlier ones' models); a
+    one-seed chapter waits for all of its seed's other chapters (13 also for 12); 14 is offered first."""
+    spec = importlib.util.spec_from_file_location("run_seeds", ROOT / "tools" / "run_seeds.py")
+    run_seeds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_seeds)
+    stems = ["01_a", "02_b", "07_c", "12_d", "13_e", "14_f"]
+    plan = run_seeds.schedule(stems, "cpu")
+    assert [(s, seed) for s, seed, _ in plan] == [
+        ("14_f", 0), ("01_a", 0), ("02_b", 0), ("01_a", 1), ("02_b", 1), ("01_a", 2), ("02_b", 2),
+        ("07_c", 0), ("12_d", 0), ("13_e", 0)]
+    wait = {(s, seed): w for s, seed, w in plan}
+    assert wait[("01_a", 1)] == set() and wait[("02_b", 2)] == {("01_a", 2)}
+    assert wait[("14_f", 0)] == wait[("07_c", 0)] == {("01_a", 0), ("02_b", 0)}
+    assert wait[("13_e", 0)] == {("01_a", 0), ("02_b", 0), ("12_d", 0)}
