@@ -179,7 +179,9 @@ FAMILIES = ("resnet50", "vit_ti", "pit_ti", "swin_ti", "alternet50")
 #:   (Q2: AlterNet on small data; Q3: local vs global MSA).
 #: - ``analysis_scale``: chapter 14's budget per snapshot (test ``images``, ``hessian_batches``, a
 #:   ``landscape_points``^2 grid on ``landscape_images``) and its scale runs: model ``sizes`` (model
-#:   settings per label) and ``data_fractions``. ``smoke`` measures 8 snapshots + 4 extra runs in ~2 min.
+#:   settings per label) and ``data_fractions``; ``datasets``: the offline data sets compared at the
+#:   same budget (``smoke``/``cpu``; none at paper scale, where the data is CIFAR-100).
+#:   ``smoke`` measures 8 snapshots + 4 extra runs in ~2 min.
 _SWEEPS = {
     "smoke": {"data_fractions": [0.5, 1.0], "fraction_models": ["vit_ti"], "patch_sizes": [4, 8], "windows": [3, 5]},
     "cpu": {"data_fractions": [0.1, 0.3, 1.0], "fraction_models": ["resnet50", "vit_ti"],
@@ -208,7 +210,8 @@ ANALYSIS: dict[str, dict[str, Any]] = {
         "analysis_data_fractions": [0.25, 1.0],
         "analysis_local_fractions": [0.25, 1.0],
         "analysis_scale": {"images": 32, "hessian_batches": 1, "landscape_points": 3, "landscape_images": 32,
-                           "sizes": _SIZES, "data_fractions": [0.5, 1.0]},
+                           "sizes": _SIZES, "data_fractions": [0.5, 1.0],
+                           "datasets": ["synthetic", "fractal"]},
     },
     "cpu": {
         "hessian_steps": 30,
@@ -220,7 +223,8 @@ ANALYSIS: dict[str, dict[str, Any]] = {
         "analysis_data_fractions": [0.1, 0.3, 1.0],
         "analysis_local_fractions": [0.1, 1.0],
         "analysis_scale": {"images": 256, "hessian_batches": 4, "landscape_points": 5, "landscape_images": 256,
-                           "sizes": _SIZES, "data_fractions": [0.3, 1.0]},
+                           "sizes": _SIZES, "data_fractions": [0.3, 1.0],
+                           "datasets": ["synthetic", "fractal"]},
     },
     "gpu": {
         "hessian_steps": 100,

@@ -160,3 +160,34 @@ def test_claim_metrics_are_measured_once_per_weights_data_and_settings(monkeypat
     assert CC.claim_metrics(model, data, {**cfg, "analysis_noise_eps": 9.0})["NEP"] == 4.0  # other settings
     other = {**data, "images": [(x + 1, y) for x, y in data["images"]]}
     assert CC.claim_metrics(model, other, cfg)["NEP"] == 5.0  # other images
+
+
+def test_data_set_axis_measures_each_model_on_its_own_data_and_tallies_the_margins(monkeypatch) -> None:
+    """over_datasets trains each model on each of the preset's data sets (the data set's own classes)
+    and measures it with that data set's batches; dataset_choice counts, per claim, the data set
+    with the larger margin; a preset without offline sets gives None."""
+    _model, snaps, data, cfg = _toy()
+    trained_with, measured_with = [], []
+
+    def fake_train_runs(runs, c, seed, progress):
+        trained_with.append((c["dataset"], c["num_classes"], c["weights"]))
+        return {label: ToyTrained(get_model("vit_ti", tiny=True, depth=1, embed_dim=16, patch_size=8), snaps, [0.5])
+                for label in runs}
+
+    monkeypatch.setattr(S, "train_runs", fake_train_runs)
+    monkeypatch.setattr(S, "scale_data", lambda c, seed: {"images": data["images"], "name": c["dataset"]})
+    monkeypatch.setattr(S, "claim_metrics", lambda m, d, c, s: measured_with.append((d["name"], c["dataset"]))
+                        or {k: 0.0 for k in CC.METRICS})
+    curves = S.over_datasets(["vit_ti"], {**cfg, "weights": "official"})
+    assert trained_with == [("synthetic", None, "trained"), ("fractal", None, "trained")]
+    assert measured_with == [("synthetic", "synthetic"), ("fractal", "fractal")]
+    assert curves.axis == "data set" and curves.x_labels["vit_ti"] == ["synthetic", "fractal"]
+    assert S.over_datasets(["vit_ti"], get_preset("paper")) is None
+
+    c = _hand_curves(nep_vit=[0.3, 0.5], nep_cnn=[0.2, 0.2])  # NEP margin 0.1 -> 0.3: the 2nd point
+    c.values["variance: MSA lowered"]["vit"] = np.array([0.9, 0.6])  # margin 0.4 -> 0.1: the 1st point
+    c.x_labels = {m: ["synthetic", "fractal"] for m in c.models}
+    c.accuracy = {"cnn": np.array([0.5, 0.1]), "vit": np.array([0.6, 0.2])}
+    words = S.dataset_choice(c)
+    assert "synthetic 1, fractal 1 (ahead: neither)" in words  # 4 claims have NaN margins: no vote
+    assert "fractal: cnn 0.100, vit 0.200" in words

@@ -9,6 +9,7 @@ from pathlib import Path
 import nbformat
 
 from hdvit_lib.claims import Claim
+from hdvit_lib.presets import get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("recorded_runs", ROOT / "tools" / "recorded_runs.py")
@@ -74,7 +75,13 @@ def test_seed_folders_give_each_claim_as_mean_and_se_with_every_seeds_verdict(tm
     assert "a = 0.3 ± 0.05774" in page  # mean 0.3, sd 0.1 / sqrt(3)
     assert "| 1 | the paper says A | undecided |" in page and "holds in 2, does not in 1 of 3" in page
     assert "- seed 2: does not hold in this run" in page and "1.0 min, 2.0 min, 3.0 min" in page
-    assert "## 14. One seed\n" in page and "| 14 | B | yes |" in page
+    assert "## 14. One seed (1 seed)\n" in page and "| 14 | B | yes |" in page
+    assert f"{get_preset('cpu')['epochs']} epochs, the tiny models" in page  # read from the preset
+    assert "6 minutes of chapter runs in all" in page and "| 01 | 3 | 6.0 | 100% |" in page
+    (tmp_path / "run.log").write_text("[seeds] x\n[seeds] all done in 4.5 min, 0 failed\n")
+    page = recorded_runs.render([tmp_path / f"seed{s}" for s in range(3)], "cpu", "m", "2026-01-01",
+                                wall=tmp_path / "run.log")
+    assert "4.5 min of wall time" in page
 
 
 def test_run_seeds_gives_each_chapter_the_presets_seeds_and_resumes(tmp_path: Path) -> None:

@@ -40,8 +40,15 @@ here is recomputed at build time.
   `preset = "{preset}"` in a chapter's parameters cell).
 """
 
-WHAT = {"cpu": "10,000 generated images, 15 epochs, the tiny models",
-        "paper": "CIFAR-100, the paper's models and recipe"}
+
+
+def what(preset: str) -> str:
+    """The preset in a few words, read from its settings (data, size of the set, epochs, models)."""
+    from hdvit_lib.presets import get_preset
+
+    cfg = get_preset(preset)
+    data = f"{cfg['n_train']:,} generated images" if cfg["dataset"] == "synthetic" else cfg["dataset"].upper()
+    return f"{data}, {cfg['epochs']} epochs, the {'tiny' if cfg['tiny'] else 'paper-size'} models"
 
 
 def _markdown_outputs(nb: dict):
@@ -105,6 +112,28 @@ def read_times(path: Path | None) -> dict[str, str]:
     return out
 
 
+def read_wall(log: Path | None) -> str:
+    """The whole run's wall time from ``run_seeds.py --jobs``'s log (its ``all done in X min`` line)."""
+    m = re.search(r"all done in ([\d.]+) min", log.read_text()) if log is not None and log.exists() else None
+    return f"{m.group(1)} min" if m else ""
+
+
+def time_table(took: list[dict[str, str]], wall: str = "") -> str:
+    """Where the time went: each chapter's minutes summed over its seeds, largest first, and the total;
+    ``wall``: the whole run's wall time (several chapters at a time)."""
+    per: dict[str, list[float]] = {}
+    for t in took:
+        for stem, spent in t.items():
+            per.setdefault(stem, []).append(float(spent.split()[0]))
+    total = sum(sum(v) for v in per.values())
+    rows = [f"| {stem.split('_')[0]} | {len(v)} | {sum(v):.1f} | {100 * sum(v) / total:.0f}% |"
+            for stem, v in sorted(per.items(), key=lambda kv: -sum(kv[1]))]
+    head = (f"Where the time went: {total:.0f} minutes of chapter runs in all"
+            + (f", {wall} of wall time with several chapters at a time (one thread each)" if wall else "")
+            + "; a chapter's time includes training the models that no earlier chapter of its seed had trained.")
+    return "\n".join([head, "", "| chapter | seeds | minutes | share |", "| --- | --- | --- | --- |", *rows])
+
+
 def claim_tables(nb: dict) -> list[str]:
     """Markdown tables of claims a chapter printed (chapter 14's "claim | holds from ..." table)."""
     return [text.strip() for text, _ in _markdown_outputs(nb) if text.startswith("| claim |")]
@@ -128,12 +157,14 @@ def _over_seeds(runs: list[dict]) -> tuple[list[tuple[str, str]], str]:
     return out, "\n\n".join(notes)
 
 
-def render(folders: Path | list[Path], preset: str, machine: str, date: str, times: Path | None = None) -> str:
+def render(folders: Path | list[Path], preset: str, machine: str, date: str, times: Path | None = None,
+           wall: Path | None = None) -> str:
     folders = [folders] if isinstance(folders, Path) else list(folders)
-    what = WHAT.get(preset, preset) + (f"; {len(folders)} seeds: each number the mean ± SE over the seeds"
-                                       if len(folders) > 1 else "")
+    seeds = (f"; {len(folders)} seeds where a chapter's budget allows (the section heads say how many): each "
+             "number the mean ± SE over the seeds" if len(folders) > 1 else "")
+    what_ = (what(preset) if preset in ("smoke", "cpu", "gpu", "paper") else preset) + seeds
     over = f" over {len(folders)} seeds" if len(folders) > 1 else ""
-    parts = [HEADER.format(preset=preset, over=over, what=what, date=date, machine=machine)]
+    parts = [HEADER.format(preset=preset, over=over, what=what_, date=date, machine=machine)]
     took = [read_times(times if times is not None else f / "times.txt") for f in folders]
     summary = [f"| chapter | the paper's claim | holds {'over the seeds' if len(folders) > 1 else 'in this run'} |",
                "| --- | --- | --- |"]
@@ -150,12 +181,14 @@ def render(folders: Path | list[Path], preset: str, machine: str, date: str, tim
         summary += [f"| {name.split('.')[0]} | every claim along training and scale | the table in its section |"
                     for _ in tables]
         claim = "\n\n".join([*(md for md, _ in claims), *tables, *([seeds_note] if seeds_note else [])])
-        head = f"## {name}" + (f" ({len(runs)} seeds)" if len(runs) > 1 else "")
+        head = f"## {name}" + (f" ({len(runs)} seed{'s' if len(runs) > 1 else ''})" if len(folders) > 1 else "")
         spent = [t[path.stem] for t in took if path.stem in t]
         when = (f"\n\n*Wall time of this chapter's run{'s' if len(spent) > 1 else ''}: {', '.join(spent)} "
                 "(models and features already in the cache were loaded, the rest computed).*") if spent else ""
         sections.append(f"{head}\n\n{claim}{when}\n")
-    return "\n".join([*parts, "\n".join(summary) + "\n", *sections])
+    spent_all = [t for t in took if t]
+    timing = [time_table(spent_all, read_wall(wall)) + "\n"] if spent_all else []
+    return "\n".join([*parts, "\n".join(summary) + "\n", *timing, *sections])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -165,8 +198,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--machine", required=True)
     ap.add_argument("--date", required=True)
     ap.add_argument("--times", type=Path, default=None, help="'<chapter> rc=<code> <seconds> s' lines")
+    ap.add_argument("--wall", type=Path, default=None, help="run_seeds.py --jobs's log (the whole run's wall time)")
     args = ap.parse_args(argv)
-    sys.stdout.write(render(args.folders, args.preset, args.machine, args.date, args.times))
+    sys.stdout.write(render(args.folders, args.preset, args.machine, args.date, args.times, args.wall))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 The paper shows each claim at one point: the end of 300 epochs on CIFAR-100. This chapter asks
 *when* each claim shows: it measures every chapter's claim metric at each snapshot the zoo keeps
 (init, end of warm-up, every ``snapshot_every`` epochs, final) for a Conv model (ResNet) and an MSA
-model (ViT), and then on final weights along two scale axes: model size and training-set size.
+model (ViT), and then on final weights along two scale axes: model size and training-set size,
+and across the offline data sets (the generated ``synthetic`` set and the FractalDB-style
+``fractal`` set, at the same budget: which one lets the claims show?).
 
 Nothing here is a new analysis: each metric is the library's analysis function on a snapshot
 (``hdvit_lib.analysis.claim_curves.claim_metrics``), with the preset's ``analysis_scale`` budget.
@@ -114,6 +116,52 @@ def over_scale(runs: Mapping[str, Mapping[str, Any]], axis: str, cfg: dict[str, 
                                              float(t.history.final("test_acc"))))
     n = sum(len(x) for x, _ in data["images"])
     return claim_curves(axis, points, lambda m: claim_metrics(m, data, cfg, seed), n)
+
+
+def over_datasets(models: Sequence[str], cfg: dict[str, Any], seed: int = 0,
+                  progress: bool = False) -> ClaimCurves | None:
+    """``claim_metrics`` of ``models`` trained with the preset's schedule on each data set of the
+    preset's ``analysis_scale["datasets"]`` (None when it names none), each measured on its own
+    data set's images and batches (``scale_data``). A data set's own classes (``fractal``: 100) set
+    the model's head; the preset's data set is the run the other chapters train (one cache entry)."""
+    names = list(budget(cfg).get("datasets") or [])
+    if not names:
+        return None
+    points: dict[str, list] = {}
+    measure_with: dict[int, tuple[dict[str, Batches], dict[str, Any]]] = {}
+    n = 0
+    for name in names:
+        cfg_d = {**cfg, "dataset": name, "num_classes": None, "weights": "trained"}
+        trained = train_runs({f"{m} | {name}": run_spec(m) for m in models}, cfg_d, seed, progress)
+        data = scale_data(cfg_d, seed)
+        n = sum(len(x) for x, _ in data["images"])
+        for label, t in trained.items():
+            model = label.split(" | ")[0]
+            points.setdefault(model, []).append((float(len(points.get(model, []))), name, t.model,
+                                                 float(t.history.final("test_acc"))))
+            measure_with[id(t.model)] = (data, cfg_d)
+    return claim_curves("data set", points, lambda m: claim_metrics(m, *measure_with[id(m)], seed), n)
+
+
+def dataset_choice(c: ClaimCurves) -> str:
+    """Which data set of ``c`` (``over_datasets``) puts more of the claims' margins in the paper's
+    direction: per claim, the data set with the larger margin, tallied; ties and NaNs count for
+    neither. The test accuracies are given beside it (the margins mean little where a model has
+    learnt little)."""
+    labels = c.x_labels[_pair(c)[0]]
+    wins = dict.fromkeys(labels, 0)
+    for m in margins(c).values():
+        if np.isnan(m).any() or np.ptp(m) == 0:
+            continue
+        wins[labels[int(np.argmax(m))]] += 1
+    best = max(wins.values())
+    leaders = [k for k, v in wins.items() if v == best]
+    acc = "; ".join(f"{k}: {', '.join(f'{name} {c.accuracy[name][i]:.3f}' for name in c.models)}"
+                    for i, k in enumerate(labels))
+    tally = ", ".join(f"{k} {v}" for k, v in wins.items())
+    lead = leaders[0] if len(leaders) == 1 else "neither"
+    return (f"claims with the larger margin in the paper's direction, of {len(CLAIMS)}: {tally} "
+            f"(ahead: {lead}); test accuracy {acc}")
 
 
 # --------------------------------------------------------------------------- claims along an axis
