@@ -77,7 +77,10 @@ def test_seed_folders_give_each_claim_as_mean_and_se_with_every_seeds_verdict(tm
     assert "- seed 2: does not hold in this run" in page and "1.0 min, 2.0 min, 3.0 min" in page
     assert "## 14. One seed (1 seed)\n" in page and "| 14 | B | yes |" in page
     assert f"{get_preset('cpu')['epochs']} epochs, the tiny models" in page  # read from the preset
-    assert "6 minutes of chapter runs in all" in page and "| 01 | 3 | 6.0 | 100% |" in page
+    assert "6 minutes of chapter runs in all" in page and "| 01 | 3 | 6.0 | 0.0 | 100% |" in page
+    nb = {"cells": [{"cell_type": "code", "source": "t = train_runs(runs, cfg)", "metadata": {"papermill": {"duration": 90}}},
+                    {"cell_type": "code", "source": "spectra(t)", "metadata": {"papermill": {"duration": 30}}}]}
+    assert recorded_runs.training_minutes(nb) == 1.5  # the training cell only
     (tmp_path / "run.log").write_text("[seeds] x\n[seeds] all done in 4.5 min, 0 failed\n")
     page = recorded_runs.render([tmp_path / f"seed{s}" for s in range(3)], "cpu", "m", "2026-01-01",
                                 wall=tmp_path / "run.log")

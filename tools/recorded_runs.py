@@ -118,20 +118,37 @@ def read_wall(log: Path | None) -> str:
     return f"{m.group(1)} min" if m else ""
 
 
-def time_table(took: list[dict[str, str]], wall: str = "") -> str:
+#: A code cell that trains (or loads) a chapter's models: its papermill duration counts as training.
+TRAINS = re.compile(r"\btrain_(runs|models)\(|\brun_buildup\(|\baccuracy_vs_data\(")
+
+
+def training_minutes(nb: dict) -> float:
+    """Minutes a executed notebook spent in its training cells (:data:`TRAINS`; papermill's
+    per-cell durations); models already in the cache cost their loading only."""
+    return sum(float(c.get("metadata", {}).get("papermill", {}).get("duration") or 0.0)
+               for c in nb.get("cells", []) if c.get("cell_type") == "code"
+               and TRAINS.search("".join(c["source"]) if isinstance(c["source"], list) else c["source"])) / 60
+
+
+def time_table(took: list[dict[str, str]], wall: str = "", training: dict[str, float] | None = None) -> str:
     """Where the time went: each chapter's minutes summed over its seeds, largest first, and the total;
-    ``wall``: the whole run's wall time (several chapters at a time)."""
+    ``wall``: the whole run's wall time (several chapters at a time); ``training``: per chapter, the
+    minutes of its training cells summed over its seeds (:func:`training_minutes`)."""
     per: dict[str, list[float]] = {}
     for t in took:
         for stem, spent in t.items():
             per.setdefault(stem, []).append(float(spent.split()[0]))
+    training = training or {}
     total = sum(sum(v) for v in per.values())
-    rows = [f"| {stem.split('_')[0]} | {len(v)} | {sum(v):.1f} | {100 * sum(v) / total:.0f}% |"
-            for stem, v in sorted(per.items(), key=lambda kv: -sum(kv[1]))]
+    rows = [f"| {stem.split('_')[0]} | {len(v)} | {sum(v):.1f} | {training.get(stem, 0.0):.1f} | "
+            f"{100 * sum(v) / total:.0f}% |" for stem, v in sorted(per.items(), key=lambda kv: -sum(kv[1]))]
     head = (f"Where the time went: {total:.0f} minutes of chapter runs in all"
+            + (f" ({sum(training.values()):.0f} of them in training cells)" if training else "")
             + (f", {wall} of wall time with several chapters at a time (one thread each)" if wall else "")
-            + "; a chapter's time includes training the models that no earlier chapter of its seed had trained.")
-    return "\n".join([head, "", "| chapter | seeds | minutes | share |", "| --- | --- | --- | --- |", *rows])
+            + "; a chapter's training cells train the models that no earlier chapter of its seed had trained "
+            "and load the others from the cache.")
+    return "\n".join([head, "", "| chapter | seeds | minutes | of which training | share |",
+                      "| --- | --- | --- | --- | --- |", *rows])
 
 
 def claim_tables(nb: dict) -> list[str]:
@@ -168,9 +185,10 @@ def render(folders: Path | list[Path], preset: str, machine: str, date: str, tim
     took = [read_times(times if times is not None else f / "times.txt") for f in folders]
     summary = [f"| chapter | the paper's claim | holds {'over the seeds' if len(folders) > 1 else 'in this run'} |",
                "| --- | --- | --- |"]
-    sections = []
+    sections, training = [], {}
     for path in sorted(folders[0].glob("*.ipynb")):
         runs = [json.loads((f / path.name).read_text()) for f in folders if (f / path.name).exists()]
+        training[path.stem] = sum(training_minutes(r) for r in runs)
         nb = runs[0]
         claims, seeds_note = _over_seeds(runs)
         tables = claim_tables(nb)
@@ -187,7 +205,7 @@ def render(folders: Path | list[Path], preset: str, machine: str, date: str, tim
                 "(models and features already in the cache were loaded, the rest computed).*") if spent else ""
         sections.append(f"{head}\n\n{claim}{when}\n")
     spent_all = [t for t in took if t]
-    timing = [time_table(spent_all, read_wall(wall)) + "\n"] if spent_all else []
+    timing = [time_table(spent_all, read_wall(wall), training) + "\n"] if spent_all else []
     return "\n".join([*parts, "\n".join(summary) + "\n", *timing, *sections])
 
 
