@@ -1,7 +1,8 @@
 """Presets: one name, read by every chapter (``smoke`` | ``cpu`` | ``gpu`` | ``paper`` | ``auto``).
 
 - ``smoke``: CI and the default book build. Offline generated data, tiny models, seconds per chapter.
-- ``cpu``: a laptop, ~10-20 minutes per chapter on the offline data; sized so the paper's
+- ``cpu``: a laptop, minutes per chapter on the offline data (the whole book, three seeds where a
+  chapter's budget allows, 86 min on 2 cores: ``book/recorded_runs.md``); sized so the paper's
   qualitative claims can show.
 - ``gpu``: one GPU session (a Colab T4: ~30 minutes per chapter, computed; minutes on an
   A100/H100): CIFAR-100, the paper's models at paper size, a short schedule (below), the

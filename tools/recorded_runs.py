@@ -118,8 +118,9 @@ def read_wall(log: Path | None) -> str:
     return f"{m.group(1)} min" if m else ""
 
 
-#: A code cell that trains (or loads) a chapter's models: its papermill duration counts as training.
-TRAINS = re.compile(r"\btrain_(runs|models)\(|\brun_buildup\(|\baccuracy_vs_data\(")
+#: A code cell that trains (or loads) a chapter's models: its papermill duration counts as training
+#: (chapter 14's scale cells, ``over_scale``/``over_datasets``, train and then measure: both count).
+TRAINS = re.compile(r"\btrain_(runs|models)\(|\brun_buildup\(|\baccuracy_vs_data\(|\bover_(scale|datasets)\(")
 
 
 def training_minutes(nb: dict) -> float:
@@ -182,6 +183,12 @@ def render(folders: Path | list[Path], preset: str, machine: str, date: str, tim
     what_ = (what(preset) if preset in ("smoke", "cpu", "gpu", "paper") else preset) + seeds
     over = f" over {len(folders)} seeds" if len(folders) > 1 else ""
     parts = [HEADER.format(preset=preset, over=over, what=what_, date=date, machine=machine)]
+    if len(folders) > 1:
+        from hdvit_lib.presets import ONE_SEED_CHAPTERS
+
+        parts[0] += (f"- One seed: chapters {', '.join(ONE_SEED_CHAPTERS)} (`presets.ONE_SEED_CHAPTERS`; why, and how "
+                     "a verdict over seeds is decided: {ref}`protocol-seeds`). All seeds: `python tools/run_seeds.py "
+                     f"--preset {preset} --out runs/ --jobs 2`, then this page: [How to run](how_to_run.md).\n")
     took = [read_times(times if times is not None else f / "times.txt") for f in folders]
     summary = [f"| chapter | the paper's claim | holds {'over the seeds' if len(folders) > 1 else 'in this run'} |",
                "| --- | --- | --- |"]
