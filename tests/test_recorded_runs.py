@@ -8,7 +8,7 @@ from pathlib import Path
 
 import nbformat
 
-from hdvit_lib.claims import Claim
+from hdvit_lib.claims import WHERE_DECIDED, Claim
 from hdvit_lib.presets import get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +69,7 @@ def test_seed_folders_give_each_claim_as_mean_and_se_with_every_seeds_verdict(tm
                         "does not hold in this run", "cpu")])
         (tmp_path / f"seed{s}" / "times.txt").write_text(f"01_a rc=0 {60 * (s + 1)} s\n")
     executed(tmp_path / "seed0" / "14_b.ipynb", "14. One seed", [Claim("B", {"b": 1.0}, True, "holds in this run")])
+    executed(tmp_path / "seed0" / "07_c.ipynb", "7. Local", [Claim("C", {"c": 1.0}, None, WHERE_DECIDED + ": x")])
     page = recorded_runs.render([tmp_path / f"seed{s}" for s in range(3)], "cpu", "m", "2026-01-01")
     assert page.startswith("# Recorded runs: the `cpu` preset over 3 seeds\n")
     assert "## 1. First (3 seeds)" in page and "mean ± SE over 3 seeds" in page
@@ -76,6 +77,7 @@ def test_seed_folders_give_each_claim_as_mean_and_se_with_every_seeds_verdict(tm
     assert "| 1 | the paper says A | undecided |" in page and "holds in 2, does not in 1 of 3" in page
     assert "- seed 2: does not hold in this run" in page and "1.0 min, 2.0 min, 3.0 min" in page
     assert "## 14. One seed (1 seed)\n" in page and "| 14 | B | yes |" in page
+    assert "| 7 | C | where decided |" in page  # one seed: the run's own words, not only its holds field
     assert f"{get_preset('cpu')['epochs']} epochs, the tiny models" in page  # read from the preset
     assert "6 minutes of chapter runs in all" in page and "| 01 | 3 | 6.0 | 0.0 | 100% |" in page
     nb = {"cells": [{"cell_type": "code", "source": "t = train_runs(runs, cfg)", "metadata": {"papermill": {"duration": 90}}},

@@ -164,8 +164,10 @@ HOLDS_WORDS = {"holds": "yes", "does not": "no", "in part": "in part", "where de
 def _over_seeds(runs: list[dict]) -> tuple[list[tuple[str, str]], str]:
     """A chapter's claims over its seed runs: [(markdown, holds word)] and the seeds' own verdicts."""
     per_run = [claims_of(nb) for nb in runs]
-    if len(runs) == 1 or any(c is None for cs in per_run for c in cs) or len({len(cs) for cs in per_run}) > 1:
+    if any(c is None for cs in per_run for c in cs) or len({len(cs) for cs in per_run}) > 1:
         return claim_markdowns(runs[0]), ""
+    if len(runs) == 1:  # the run's own words, "where decided" included (the holds field has None there)
+        return [(md, HOLDS_WORDS[outcome(c)]) for (md, _), c in zip(claim_markdowns(runs[0]), per_run[0])], ""
     out, notes = [], []
     for i, group in enumerate(zip(*per_run)):
         agg = over_seeds(list(group))
