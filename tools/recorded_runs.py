@@ -100,15 +100,15 @@ def title(nb: dict, fallback: str) -> str:
     return fallback
 
 
-def read_times(path: Path | None) -> dict[str, str]:
-    """``<stem> rc=0 319 s`` lines (the last one per chapter wins) -> {stem: "319 s"} for rc=0."""
-    out: dict[str, str] = {}
+def read_times(path: Path | None) -> dict[str, float]:
+    """``<stem> rc=0 319 s`` lines (the last one per chapter wins) -> {stem: minutes} for rc=0."""
+    out: dict[str, float] = {}
     if path is None or not path.exists():
         return out
     for line in path.read_text().splitlines():
         m = re.match(r"(\S+) rc=(\d+) (\d+) s", line)
         if m and m.group(2) == "0":
-            out[m.group(1)] = f"{int(m.group(3)) / 60:.1f} min"
+            out[m.group(1)] = int(m.group(3)) / 60
     return out
 
 
@@ -131,14 +131,14 @@ def training_minutes(nb: dict) -> float:
                and TRAINS.search("".join(c["source"]) if isinstance(c["source"], list) else c["source"])) / 60
 
 
-def time_table(took: list[dict[str, str]], wall: str = "", training: dict[str, float] | None = None) -> str:
+def time_table(took: list[dict[str, float]], wall: str = "", training: dict[str, float] | None = None) -> str:
     """Where the time went: each chapter's minutes summed over its seeds, largest first, and the total;
     ``wall``: the whole run's wall time (several chapters at a time); ``training``: per chapter, the
     minutes of its training cells summed over its seeds (:func:`training_minutes`)."""
     per: dict[str, list[float]] = {}
     for t in took:
         for stem, spent in t.items():
-            per.setdefault(stem, []).append(float(spent.split()[0]))
+            per.setdefault(stem, []).append(spent)
     training = training or {}
     total = sum(sum(v) for v in per.values())
     rows = [f"| {stem.split('_')[0]} | {len(v)} | {sum(v):.1f} | {training.get(stem, 0.0):.1f} | "
@@ -210,7 +210,7 @@ def render(folders: Path | list[Path], preset: str, machine: str, date: str, tim
         claim = "\n\n".join([*(md for md, _ in claims), *tables, *([seeds_note] if seeds_note else [])])
         head = f"## {name}" + (f" ({len(runs)} seed{'s' if len(runs) > 1 else ''})" if len(folders) > 1 else "")
         spent = [t[path.stem] for t in took if path.stem in t]
-        when = (f"\n\n*Wall time of this chapter's run{'s' if len(spent) > 1 else ''}: {', '.join(spent)} "
+        when = (f"\n\n*Wall time of this chapter's run{'s' if len(spent) > 1 else ''}: {', '.join(f'{m:.1f} min' for m in spent)} "
                 "(models and features already in the cache were loaded, the rest computed).*") if spent else ""
         sections.append(f"{head}\n\n{claim}{when}\n")
     spent_all = [t for t in took if t]
